@@ -1,0 +1,32 @@
+# Everything runs inside .venv in the repository root; `make install` builds it once.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch/torchvision pair known to work with detectron2 on these machines; override for another CUDA build, e.g.
+#   make install TORCH=2.5.1 TORCHVISION=0.20.1 TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cu124"
+TORCH ?= 2.14.1
+TORCHVISION ?= 0.29.1
+TORCH_PIP_ARGS ?=
+STAMP := $(VENV)/.dsla-installed-torch$(TORCH)
+PYTEST_ARGS ?=
+OUTPUT ?= output
+
+.PHONY: install test demo clean-venv
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml tools/install_detectron2.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "torch==$(TORCH)" "torchvision==$(TORCHVISION)" $(TORCH_PIP_ARGS)
+	bash tools/install_detectron2.sh $(PY)
+	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -c "import dsla, detectron2, torch; print('dsla', dsla.__version__, '| detectron2', detectron2.__version__, '| torch', torch.__version__)"
+	rm -f $(VENV)/.dsla-installed-torch*
+	touch $@
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,260 @@
+"""
+The DSLA label: static smooth labels from centerness and interval relaxation, and the dynamic label that
+couples them with the IoU of the predicted box (Su et al., "Dynamic Smooth Label Assignment", 2022).
+
+Notation follows the paper: for a point ``p`` and a box ``g``, ``ctr`` is the centerness (with the core zone),
+``h`` the interval-relaxation weight with factor ``gamma``; the static label is ``y_s = ctr * h`` and the dynamic
+label ``y_d = y_s * q`` with ``q`` the IoU of the predicted box with ``g``.
+
+All functions are pure tensor functions, vectorized over points and boxes, and run on any device.
+"""
+import math
+from typing import Tuple
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "smooth_label_targets",
+    "centerness_with_core_zone",
+    "interval_relaxation",
+    "dynamic_smooth_labels",
+    "level_points",
+]
+
+# Points x boxes pairs handled at once by `smooth_label_targets`. A crowded image (thousands of boxes at
+# 800x1333, ~22k points) is processed in chunks of boxes so that the temporaries stay at a few hundred MB;
+# the result does not depend on the chunking.
+MAX_PAIRS_PER_CHUNK = 1 << 21
+
+
+def level_points(height: int, width: int, stride: int, offset: float, device=None) -> Tensor:
+    """
+    Locations of one feature level in input-image pixels.
+
+    Returns:
+        Tensor[H*W, 2]: (x, y) = ((i + offset) * stride, (j + offset) * stride), row-major (j over rows), which
+        is the order of a (N, C, H, W) prediction flattened to (N, H*W, C).
+    """
+    xs = (torch.arange(width, dtype=torch.float32, device=device) + offset) * stride
+    ys = (torch.arange(height, dtype=torch.float32, device=device) + offset) * stride
+    y, x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([x.reshape(-1), y.reshape(-1)], dim=1)
+
+
+def interval_relaxation(max_dist: Tensor, lo: Tensor, hi: Tensor, gamma: float) -> Tensor:
+    """
+    The weight ``h`` of a point's regress range for a box, with soft shoulders of relative width ``gamma``.
+
+    ``lo' = lo * (1 - gamma)``, ``hi' = hi * (1 + gamma)``; ``h`` is 1 on ``[lo, hi]``, rises linearly from 0 at
+    ``lo'`` to 1 at ``lo``, falls linearly from 1 at ``hi`` to 0 at ``hi'``, and is 0 elsewhere. With
+    ``gamma = 0`` it is the FCOS indicator ``lo <= m <= hi``. ``hi`` may be +inf.
+
+    Args:
+        max_dist: Tensor[...]: ``m = max(l, t, r, b)``.
+        lo, hi: Tensors broadcastable to ``max_dist``.
+
+    Returns:
+        Tensor of the broadcast shape, values in [0, 1].
+    """
+    m = max_dist
+    inside = (m >= lo) & (m <= hi)
+    h = inside.to(m.dtype)
+    if gamma <= 0:
+        return h
+    lo_relaxed = lo * (1.0 - gamma)
+    hi_relaxed = hi * (1.0 + gamma)
+    # Where lo = 0 the lower shoulder is empty; where hi = inf the upper one is. Denominators are kept
+    # positive there so that the unused branch of `where` stays finite.
+    lower = (m >= lo_relaxed) & (m < lo)
+    h_lower = (m - lo_relaxed) / (lo - lo_relaxed).clamp(min=1e-12)
+    upper = (m > hi) & (m <= hi_relaxed) & torch.isfinite(hi)
+    h_upper = (hi_relaxed - m) / (hi_relaxed - hi).nan_to_num(posinf=1.0).clamp(min=1e-12)
+    h = torch.where(lower, h_lower, h)
+    return torch.where(upper, h_upper.nan_to_num(0.0), h)
+
+
+def centerness_with_core_zone(
+    ltrb: Tensor, inside: Tensor, center_offset: Tensor, stride: Tensor, core_zone: bool
+) -> Tensor:
+    """
+    FCOS centerness ``ctr = sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b))`` for points inside their box
+    (0 elsewhere), raised to 1 in the core zone: inside points within half a stride of the box center.
+
+    Args:
+        ltrb: Tensor[..., 4]: distances (l, t, r, b) from the point to the box sides.
+        inside: bool Tensor[...]: whether the point counts as inside the box.
+        center_offset: Tensor[..., 2]: |x - cx|, |y - cy|.
+        stride: Tensor broadcastable to ``inside``.
+        core_zone: whether to apply the core zone.
+
+    Returns:
+        Tensor[...] in [0, 1].
+    """
+    l, t, r, b = ltrb.unbind(-1)
+    lr = torch.minimum(l, r) / torch.maximum(l, r).clamp(min=1e-12)
+    tb = torch.minimum(t, b) / torch.maximum(t, b).clamp(min=1e-12)
+    ctr = torch.where(inside, (lr * tb).clamp(min=0.0).sqrt(), torch.zeros_like(lr))
+    if core_zone:
+        core = inside & (center_offset <= stride.unsqueeze(-1) / 2).all(dim=-1)
+        ctr = torch.where(core, torch.ones_like(ctr), ctr)
+    return ctr
+
+
+def _check_inputs(points, strides, regress_ranges, gt_boxes, gt_classes, num_classes):
+    if points.dim() != 2 or points.shape[1] != 2:
+        raise ValueError(f"points must be [P, 2] (x, y); got shape {tuple(points.shape)}")
+    num_points = points.shape[0]
+    if strides.shape != (num_points,):
+        raise ValueError(f"strides must be [P] = [{num_points}]; got shape {tuple(strides.shape)}")
+    if regress_ranges.shape != (num_points, 2):
+        raise ValueError(
+            f"regress_ranges must be [P, 2] = [{num_points}, 2]; got shape {tuple(regress_ranges.shape)}"
+        )
+    if gt_boxes.dim() != 2 or gt_boxes.shape[1] != 4:
+        raise ValueError(f"gt_boxes must be [N, 4] (x0, y0, x1, y1); got shape {tuple(gt_boxes.shape)}")
+    if gt_classes.shape != (gt_boxes.shape[0],):
+        raise ValueError(
+            f"gt_classes must be [N] = [{gt_boxes.shape[0]}]; got shape {tuple(gt_classes.shape)}"
+        )
+    if gt_boxes.numel() == 0:
+        return
+    bad_box = ~torch.isfinite(gt_boxes).all(dim=1)
+    bad_class = (gt_classes < 0) | (gt_classes >= num_classes)
+    if bool((bad_box | bad_class).any()):
+        rows = torch.nonzero(bad_box).flatten().tolist()
+        if rows:
+            raise ValueError(
+                f"gt_boxes has non-finite coordinates in rows {rows[:10]}: {gt_boxes[rows[:3]].tolist()}"
+            )
+        rows = torch.nonzero(bad_class).flatten().tolist()
+        raise ValueError(
+            f"gt_classes must lie in [0, {num_classes}); rows {rows[:10]} have "
+            f"{gt_classes[rows[:10]].tolist()}"
+        )
+
+
+@torch.no_grad()
+def smooth_label_targets(
+    points: Tensor,
+    strides: Tensor,
+    regress_ranges: Tensor,
+    gt_boxes: Tensor,
+    gt_classes: Tensor,
+    num_classes: int,
+    *,
+    relaxation: float = 0.2,
+    core_zone: bool = True,
+    center_sampling_radius: float = 0.0,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """
+    Static smooth labels ``y_s`` of one image (DSLA, Sec. 3): every point takes the box ``g*`` with the
+    highest ``y_s(p, g) = ctr(p, g) * h(p, g)``; ties go to the smaller box, then to the lower index.
+
+    Args:
+        points: Tensor[P, 2]: (x, y) of every point of every level.
+        strides: Tensor[P]: the stride of each point's level.
+        regress_ranges: Tensor[P, 2]: (lo, hi) of each point's level; hi may be +inf.
+        gt_boxes: Tensor[N, 4]: XYXY ground-truth boxes; N may be 0.
+        gt_classes: long Tensor[N], in [0, num_classes).
+        num_classes: the background class index for negatives.
+        relaxation: ``gamma`` of the interval relaxation (0: FCOS's hard ranges).
+        core_zone: set ``ctr = 1`` for inside points within half a stride of the box center.
+        center_sampling_radius: ``R``; if > 0, a point is inside ``g`` only if it is strictly inside the square of
+            half-size ``R * stride`` around ``g``'s center, clipped to ``g``.
+
+    Returns:
+        scores: Tensor[P]: ``y_s(p, g*)``; 0 for negatives.
+        classes: long Tensor[P]: class of ``g*``; ``num_classes`` for negatives.
+        box_targets: Tensor[P, 4]: (l, t, r, b) from the point to ``g*``; finite but meaningless for negatives.
+    """
+    _check_inputs(points, strides, regress_ranges, gt_boxes, gt_classes, num_classes)
+    device = points.device
+    points = points.float()
+    strides = strides.float()
+    regress_ranges = regress_ranges.float()
+    gt_boxes = gt_boxes.float()
+    num_points, num_boxes = points.shape[0], gt_boxes.shape[0]
+
+    best_score = points.new_zeros(num_points)
+    best_area = points.new_full((num_points,), math.inf)
+    best_idx = torch.zeros(num_points, dtype=torch.long, device=device)
+    if num_boxes == 0:
+        classes = torch.full((num_points,), num_classes, dtype=torch.long, device=device)
+        return best_score, classes, points.new_zeros(num_points, 4)
+
+    areas = (gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])
+    chunk = max(1, MAX_PAIRS_PER_CHUNK // max(num_points, 1))
+    for start in range(0, num_boxes, chunk):
+        boxes = gt_boxes[start : start + chunk]
+        scores = _static_labels(
+            points, strides, regress_ranges, boxes, relaxation, core_zone, center_sampling_radius
+        )  # [P, C]
+        chunk_best, _ = scores.max(dim=1)
+        # Among the boxes that reach the best score, the smallest (then the first) wins.
+        tied_area = torch.where(
+            scores == chunk_best[:, None], areas[start : start + chunk][None, :], math.inf
+        )
+        chunk_area, chunk_idx = tied_area.min(dim=1)
+        better = (chunk_best > best_score) | ((chunk_best == best_score) & (chunk_area < best_area))
+        better &= chunk_best > 0
+        best_score = torch.where(better, chunk_best, best_score)
+        best_area = torch.where(better, chunk_area, best_area)
+        best_idx = torch.where(better, chunk_idx + start, best_idx)
+
+    positive = best_score > 0
+    classes = torch.where(
+        positive, gt_classes[best_idx], torch.full_like(best_idx, num_classes)
+    )
+    matched = gt_boxes[best_idx]
+    box_targets = torch.cat([points - matched[:, :2], matched[:, 2:] - points], dim=1)
+    return best_score, classes, box_targets
+
+
+def _static_labels(points, strides, regress_ranges, boxes, relaxation, core_zone, radius) -> Tensor:
+    """``y_s`` for every (point, box) pair: Tensor[P, C]."""
+    x, y = points[:, 0:1], points[:, 1:2]  # [P, 1]
+    ltrb = torch.stack(
+        [x - boxes[None, :, 0], y - boxes[None, :, 1], boxes[None, :, 2] - x, boxes[None, :, 3] - y],
+        dim=2,
+    )  # [P, C, 4]
+    centers = (boxes[:, :2] + boxes[:, 2:]) / 2  # [C, 2]
+    center_offset = (points[:, None, :] - centers[None, :, :]).abs()  # [P, C, 2]
+    stride = strides[:, None]  # [P, 1]
+
+    if radius > 0:
+        # The square of half-size R * s around the center, clipped to the box, is centered on the box too:
+        # its half-sizes are min(R * s, w / 2) and min(R * s, h / 2).
+        half_wh = (boxes[:, 2:] - boxes[:, :2]) / 2  # [C, 2]
+        sampling_half = torch.minimum((radius * stride)[:, :, None], half_wh[None, :, :])
+        inside = (center_offset < sampling_half).all(dim=2)
+    else:
+        inside = ltrb.min(dim=2).values > 0
+
+    ctr = centerness_with_core_zone(ltrb, inside, center_offset, stride, core_zone)
+    h = interval_relaxation(
+        ltrb.max(dim=2).values, regress_ranges[:, 0:1], regress_ranges[:, 1:2], relaxation
+    )
+    return ctr * h
+
+
+def dynamic_smooth_labels(
+    static_labels: Tensor, ious: Tensor, iou_coupling: bool = True, iou_only: bool = False
+) -> Tensor:
+    """
+    The dynamic label ``y_d`` of positive points (DSLA, Sec. 3.3).
+
+    Args:
+        static_labels: Tensor[R]: ``y_s``.
+        ious: Tensor[R]: ``q``, IoU of the (detached) predicted box with the target box.
+        iou_coupling: ``y_d = y_s * q``; if False, ``y_d = y_s``.
+        iou_only: ``y_d = q`` (the paper's "IoU instead of centerness" ablation); overrides ``iou_coupling``.
+
+    Returns:
+        Tensor[R] in [0, 1].
+    """
+    if iou_only:
+        return ious.clamp(0.0, 1.0)
+    if iou_coupling:
+        return static_labels * ious.clamp(0.0, 1.0)
+    return static_labels

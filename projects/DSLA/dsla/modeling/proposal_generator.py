@@ -1,0 +1,309 @@
+import logging
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec, batched_nms, cat
+from detectron2.modeling.proposal_generator import PROPOSAL_GENERATOR_REGISTRY
+from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.utils.events import get_event_storage
+
+from ..label_assignment import dynamic_smooth_labels, level_points, smooth_label_targets
+from ..losses import all_reduce_mean, box_regression_loss, paired_iou, quality_focal_loss
+from .head import DSLAHead
+
+__all__ = ["DSLA"]
+
+logger = logging.getLogger(__name__)
+
+
+@PROPOSAL_GENERATOR_REGISTRY.register()
+class DSLA(nn.Module):
+    """
+    The DSLA head as a proposal generator: features in, detections (or proposals) and losses out. It is the
+    whole detector head of the ``DSLA`` meta-architecture, and can be the first stage of a two-stage detector
+    (``MODEL.PROPOSAL_GENERATOR.NAME: "DSLA"``), where its detections become ``proposal_boxes``.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        head: nn.Module,
+        in_features: List[str],
+        strides: List[int],
+        regress_ranges: List[Tuple[float, float]],
+        num_classes: int,
+        interval_relaxation: float = 0.2,
+        core_zone: bool = True,
+        iou_coupling: bool = True,
+        iou_only: bool = False,
+        center_sampling_radius: float = 0.0,
+        point_offset: float = 0.0,
+        qfl_beta: float = 2.0,
+        cls_loss_weight: float = 1.0,
+        box_loss_type: str = "iou",
+        box_loss_weight: float = 1.0,
+        score_thresh_test: float = 0.05,
+        topk_candidates_test: int = 1000,
+        nms_thresh_test: float = 0.6,
+        max_detections_per_image: int = 100,
+        two_stage: bool = False,
+    ):
+        """
+        Args:
+            head: maps a list of features to per-level logits and distances in pixels (see :class:`DSLAHead`).
+            in_features: names of the input features, one per level.
+            strides, regress_ranges: stride and (lo, hi) range of each level.
+            num_classes: number of foreground classes.
+            interval_relaxation, core_zone, center_sampling_radius: see :func:`smooth_label_targets`.
+            iou_coupling, iou_only: see :func:`dynamic_smooth_labels`.
+            point_offset: points are at ``(i + point_offset) * stride``.
+            qfl_beta: Quality Focal Loss exponent.
+            cls_loss_weight, box_loss_weight: loss weights.
+            box_loss_type: "iou" or "giou".
+            score_thresh_test, topk_candidates_test, nms_thresh_test: inference filtering.
+            max_detections_per_image: detections kept per image after NMS.
+            two_stage: act as the first stage of a two-stage detector: return the detections, also in
+                training, as Instances with ``proposal_boxes`` and ``objectness_logits`` (score logits).
+        """
+        super().__init__()
+        if not (len(in_features) == len(strides) == len(regress_ranges)):
+            raise ValueError(
+                f"DSLA needs one stride and one regress range per input feature; got {len(in_features)} features "
+                f"{in_features}, {len(strides)} strides and {len(regress_ranges)} ranges"
+            )
+        if box_loss_type not in ("iou", "giou"):
+            raise ValueError(f"Unknown box loss type '{box_loss_type}'; expected 'iou' or 'giou'")
+        self.head = head
+        self.in_features = list(in_features)
+        self.strides = list(strides)
+        self.register_buffer("regress_ranges", torch.tensor(regress_ranges, dtype=torch.float32), False)
+        self.num_classes = num_classes
+        self.interval_relaxation = interval_relaxation
+        self.core_zone = core_zone
+        self.iou_coupling = iou_coupling
+        self.iou_only = iou_only
+        self.center_sampling_radius = center_sampling_radius
+        self.point_offset = point_offset
+        self.qfl_beta = qfl_beta
+        self.cls_loss_weight = cls_loss_weight
+        self.box_loss_type = box_loss_type
+        self.box_loss_weight = box_loss_weight
+        self.score_thresh_test = score_thresh_test
+        self.topk_candidates_test = topk_candidates_test
+        self.nms_thresh_test = nms_thresh_test
+        self.max_detections_per_image = max_detections_per_image
+        self.two_stage = two_stage
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        in_features = cfg.MODEL.DSLA.IN_FEATURES
+        missing = [f for f in in_features if f not in input_shape]
+        if missing:
+            raise ValueError(
+                f"MODEL.DSLA.IN_FEATURES {in_features} names features the backbone does not output: {missing}; "
+                f"it outputs {sorted(input_shape)}"
+            )
+        shapes = [input_shape[f] for f in in_features]
+        strides = list(cfg.MODEL.DSLA.FPN_STRIDES)
+        backbone_strides = [s.stride for s in shapes]
+        if strides != backbone_strides:
+            raise ValueError(
+                f"MODEL.DSLA.FPN_STRIDES {strides} disagree with the backbone's strides {backbone_strides} "
+                f"for {in_features}"
+            )
+        two_stage = cfg.MODEL.META_ARCHITECTURE != "DSLA"
+        return {
+            "head": DSLAHead(cfg, shapes),
+            "in_features": in_features,
+            "strides": strides,
+            "regress_ranges": [tuple(r) for r in cfg.MODEL.DSLA.REGRESS_RANGES],
+            "num_classes": cfg.MODEL.DSLA.NUM_CLASSES,
+            "interval_relaxation": cfg.MODEL.DSLA.INTERVAL_RELAXATION,
+            "core_zone": cfg.MODEL.DSLA.CORE_ZONE,
+            "iou_coupling": cfg.MODEL.DSLA.IOU_COUPLING,
+            "iou_only": cfg.MODEL.DSLA.IOU_ONLY,
+            "center_sampling_radius": cfg.MODEL.DSLA.CENTER_SAMPLING_RADIUS,
+            "point_offset": cfg.MODEL.DSLA.POINT_OFFSET,
+            "qfl_beta": cfg.MODEL.DSLA.QFL_BETA,
+            "cls_loss_weight": cfg.MODEL.DSLA.CLS_LOSS_WEIGHT,
+            "box_loss_type": cfg.MODEL.DSLA.BOX_LOSS_TYPE,
+            "box_loss_weight": cfg.MODEL.DSLA.BOX_LOSS_WEIGHT,
+            "score_thresh_test": cfg.MODEL.DSLA.SCORE_THRESH_TEST,
+            "topk_candidates_test": cfg.MODEL.DSLA.TOPK_CANDIDATES_TEST,
+            "nms_thresh_test": cfg.MODEL.DSLA.NMS_THRESH_TEST,
+            # As the first stage of a two-stage detector, the number of proposals follows the RPN's keys.
+            "max_detections_per_image": (
+                cfg.MODEL.RPN.POST_NMS_TOPK_TEST if two_stage else cfg.TEST.DETECTIONS_PER_IMAGE
+            ),
+            "two_stage": two_stage,
+        }
+
+    def forward(
+        self,
+        images: ImageList,
+        features: Dict[str, Tensor],
+        gt_instances: Optional[List[Instances]] = None,
+    ) -> Tuple[List[Instances], Dict[str, Tensor]]:
+        """
+        Args:
+            images: the padded input batch.
+            features: backbone features by name.
+            gt_instances: per image, ``gt_boxes`` and ``gt_classes`` (training only).
+
+        Returns:
+            results: per image, Instances with ``pred_boxes``, ``scores``, ``pred_classes`` in the coordinates of
+                the network input (with ``two_stage``: ``proposal_boxes`` and ``objectness_logits``). Empty in
+                training unless ``two_stage``.
+            losses: ``loss_dsla_cls`` and ``loss_dsla_box`` in training; empty otherwise.
+        """
+        features = [features[f] for f in self.in_features]
+        logits, distances = self.head(features)
+        points = [
+            level_points(f.shape[-2], f.shape[-1], s, self.point_offset, device=f.device)
+            for f, s in zip(features, self.strides)
+        ]
+        # (N, C, H, W) -> (N, H*W, C), the order of `level_points`.
+        logits = [x.flatten(2).transpose(1, 2) for x in logits]
+        distances = [x.flatten(2).transpose(1, 2) for x in distances]
+
+        losses = {}
+        if self.training:
+            if gt_instances is None:
+                raise ValueError("DSLA needs gt_instances in training")
+            losses = self.losses(points, logits, distances, gt_instances)
+            if not self.two_stage:
+                return [], losses
+        with torch.no_grad():
+            results = self.inference(points, logits, distances, images.image_sizes)
+        return results, losses
+
+    @torch.no_grad()
+    def label_points(
+        self, points: List[Tensor], gt_instances: List[Instances]
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """
+        Static smooth labels of every point of every image.
+
+        Args:
+            points: one Tensor[Hi*Wi, 2] per level.
+
+        Returns:
+            scores: Tensor[N, R]: ``y_s``.
+            classes: long Tensor[N, R]: class, ``num_classes`` for negatives.
+            box_targets: Tensor[N, R, 4]: (l, t, r, b) to the assigned box.
+        """
+        strides = cat([torch.full((len(p),), float(s), device=p.device) for p, s in zip(points, self.strides)])
+        ranges = cat([self.regress_ranges[i].expand(len(p), 2) for i, p in enumerate(points)])
+        points = cat(points)
+        labels = [
+            smooth_label_targets(
+                points,
+                strides,
+                ranges,
+                inst.gt_boxes.tensor,
+                inst.gt_classes,
+                self.num_classes,
+                relaxation=self.interval_relaxation,
+                core_zone=self.core_zone,
+                center_sampling_radius=self.center_sampling_radius,
+            )
+            for inst in gt_instances
+        ]
+        scores, classes, box_targets = (torch.stack(x) for x in zip(*labels))
+        return scores, classes, box_targets
+
+    def losses(
+        self,
+        points: List[Tensor],
+        logits: List[Tensor],
+        distances: List[Tensor],
+        gt_instances: List[Instances],
+    ) -> Dict[str, Tensor]:
+        """
+        DSLA losses (spec section 2).
+
+        Args:
+            points: one Tensor[Hi*Wi, 2] per level.
+            logits: one Tensor[N, Hi*Wi, K] per level.
+            distances: one Tensor[N, Hi*Wi, 4] per level, in pixels.
+
+        Returns:
+            dict with ``loss_dsla_cls`` (QFL against ``y_d``) and ``loss_dsla_box`` (IoU/GIoU weighted by ``y_s``).
+        """
+        static, classes, box_targets = self.label_points(points, gt_instances)  # [N, R], [N, R], [N, R, 4]
+        logits = cat(logits, dim=1).float()  # [N, R, K]
+        distances = cat(distances, dim=1).float()  # [N, R, 4]
+
+        pos = static > 0
+        pred_pos, target_pos, static_pos = distances[pos], box_targets[pos], static[pos]
+        ious = paired_iou(pred_pos.detach(), target_pos)
+        dynamic = dynamic_smooth_labels(static_pos, ious, self.iou_coupling, self.iou_only)
+
+        cls_targets = torch.zeros_like(logits)
+        img_idx, point_idx = pos.nonzero(as_tuple=True)
+        cls_targets[img_idx, point_idx, classes[img_idx, point_idx]] = dynamic
+        cls_normalizer = all_reduce_mean(dynamic.sum()).clamp(min=1.0)
+        loss_cls = quality_focal_loss(logits, cls_targets, self.qfl_beta).sum() / cls_normalizer
+
+        box_normalizer = all_reduce_mean(static_pos.sum()).clamp(min=1.0)
+        box_loss = box_regression_loss(pred_pos, target_pos, self.box_loss_type)
+        # The zero term keeps the box branch in the graph when no point is positive: DDP expects a gradient
+        # for every parameter.
+        loss_box = (box_loss * static_pos).sum() / box_normalizer + 0.0 * distances.sum()
+
+        storage = get_event_storage()
+        num_images = max(len(gt_instances), 1)
+        storage.put_scalar("dsla/num_pos_per_image", pos.sum().item() / num_images)
+        if len(static_pos) > 0:
+            storage.put_scalar("dsla/mean_y_s", static_pos.mean().item())
+            storage.put_scalar("dsla/mean_y_d", dynamic.mean().item())
+        return {
+            "loss_dsla_cls": loss_cls * self.cls_loss_weight,
+            "loss_dsla_box": loss_box * self.box_loss_weight,
+        }
+
+    def inference(
+        self,
+        points: List[Tensor],
+        logits: List[Tensor],
+        distances: List[Tensor],
+        image_sizes: List[Tuple[int, int]],
+    ) -> List[Instances]:
+        """
+        Per level: sigmoid scores above ``score_thresh_test``, at most ``topk_candidates_test`` per level;
+        decode, clip, class-wise NMS over all levels, keep ``max_detections_per_image``.
+        """
+        results = []
+        for img_idx, image_size in enumerate(image_sizes):
+            boxes, scores, classes = [], [], []
+            for points_l, logits_l, dist_l in zip(points, logits, distances):
+                scores_l = logits_l[img_idx].sigmoid().flatten()  # [Hi*Wi*K]
+                keep = torch.nonzero(scores_l > self.score_thresh_test).squeeze(1)
+                scores_l = scores_l[keep]
+                if len(keep) > self.topk_candidates_test:
+                    scores_l, top = scores_l.topk(self.topk_candidates_test)
+                    keep = keep[top]
+                point_idx, class_idx = keep // self.num_classes, keep % self.num_classes
+                xy, ltrb = points_l[point_idx], dist_l[img_idx, point_idx]
+                boxes.append(torch.cat([xy - ltrb[:, :2], xy + ltrb[:, 2:]], dim=1))
+                scores.append(scores_l)
+                classes.append(class_idx)
+            boxes = Boxes(cat(boxes))
+            boxes.clip(image_size)
+            scores, classes = cat(scores), cat(classes)
+            keep = batched_nms(boxes.tensor, scores, classes, self.nms_thresh_test)
+            keep = keep[: self.max_detections_per_image]
+            result = Instances(image_size)
+            if self.two_stage:
+                result.proposal_boxes = boxes[keep]
+                result.objectness_logits = scores[keep].logit(eps=1e-6)
+            else:
+                result.pred_boxes = boxes[keep]
+                result.scores = scores[keep]
+                result.pred_classes = classes[keep]
+            results.append(result)
+        return results

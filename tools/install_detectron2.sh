@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Makes detectron2 importable in the given Python environment, without network access beyond the package
+# registries.
+#
+# If detectron2 already imports (e.g. built from source by the user), nothing is done. Otherwise the
+# registry's `sal-detectron2` wheel (upstream detectron2's Python code, tagged for CPython 3.10 only) is
+# repacked as a pure-Python wheel: its compiled `_C` extension is dropped (upstream makes `_C` optional and this
+# project never needs it), its `numpy<2` pin and its formatter dependency are removed, and the result is
+# installed with its remaining dependencies.
+#
+# Usage: tools/install_detectron2.sh PYTHON
+set -euo pipefail
+PY=${1:?usage: install_detectron2.sh PYTHON}
+D2_WHEEL_SPEC=${D2_WHEEL_SPEC:-sal-detectron2==0.7.2}
+
+found=$("$PY" -c "import importlib.util as u; s = u.find_spec('detectron2'); print(s.submodule_search_locations[0] if s else '')")
+if [ -n "$found" ]; then
+  echo "detectron2 already installed at $found; leaving it as it is"
+  exit 0
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$PY" -m pip install --quiet wheel
+"$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.10 --platform linux_x86_64 \
+  "$D2_WHEEL_SPEC" -d "$work/dl"
+whl=$(ls "$work"/dl/*.whl)
+"$PY" -m wheel unpack --dest "$work/unpacked" "$whl"
+root=$(ls -d "$work"/unpacked/*)
+distinfo=$(ls -d "$root"/*.dist-info)
+
+rm -f "$root"/detectron2/_C*.so
+sed -i '/_C\..*\.so/d' "$distinfo/RECORD"
+sed -i -e 's/^Root-Is-Purelib: .*/Root-Is-Purelib: true/' -e 's/^Tag: .*/Tag: py3-none-any/' "$distinfo/WHEEL"
+sed -i -e '/^Requires-Dist: numpy/d' -e '/^Requires-Dist: black$/d' "$distinfo/METADATA"
+
+mkdir -p "$work/packed"
+"$PY" -m wheel pack --dest-dir "$work/packed" "$root"
+# detectron2 imports fvcore and iopath at import time but the wheel does not declare them.
+"$PY" -m pip install --quiet "$work"/packed/*.whl fvcore iopath
+"$PY" -c "import detectron2; print('installed detectron2', detectron2.__version__, 'from', '$D2_WHEEL_SPEC')"
