@@ -117,21 +117,31 @@ def _check_inputs(points, strides, regress_ranges, gt_boxes, gt_classes, num_cla
         raise ValueError(
             f"gt_classes must be [N] = [{gt_boxes.shape[0]}]; got shape {tuple(gt_classes.shape)}"
         )
-    if gt_boxes.numel() == 0:
-        return
+    if gt_classes.dtype.is_floating_point or gt_classes.dtype == torch.bool:
+        raise ValueError(f"gt_classes must be an integer tensor; got dtype {gt_classes.dtype}")
+    bad_point = ~torch.isfinite(points).all(dim=1)
+    bad_stride = ~(torch.isfinite(strides) & (strides > 0))
+    # hi may be +inf; lo must be finite.
+    bad_range = torch.isnan(regress_ranges).any(dim=1) | ~torch.isfinite(regress_ranges[:, 0])
     bad_box = ~torch.isfinite(gt_boxes).all(dim=1)
     bad_class = (gt_classes < 0) | (gt_classes >= num_classes)
-    if bool((bad_box | bad_class).any()):
-        rows = torch.nonzero(bad_box).flatten().tolist()
+    # One host sync for all checks; the messages are built only on failure.
+    flags = torch.stack([bad_point.any(), bad_stride.any(), bad_range.any(), bad_box.any(), bad_class.any()])
+    if not bool(flags.any()):
+        return
+    for name, values, bad, what in [
+        ("points", points, bad_point, "non-finite coordinates"),
+        ("strides", strides, bad_stride, "non-finite or non-positive values"),
+        ("regress_ranges", regress_ranges, bad_range, "NaN or a non-finite lo"),
+        ("gt_boxes", gt_boxes, bad_box, "non-finite coordinates"),
+    ]:
+        rows = torch.nonzero(bad).flatten().tolist()
         if rows:
-            raise ValueError(
-                f"gt_boxes has non-finite coordinates in rows {rows[:10]}: {gt_boxes[rows[:3]].tolist()}"
-            )
-        rows = torch.nonzero(bad_class).flatten().tolist()
-        raise ValueError(
-            f"gt_classes must lie in [0, {num_classes}); rows {rows[:10]} have "
-            f"{gt_classes[rows[:10]].tolist()}"
-        )
+            raise ValueError(f"{name} has {what} in rows {rows[:10]}: {values[rows[:3]].tolist()}")
+    rows = torch.nonzero(bad_class).flatten().tolist()
+    raise ValueError(
+        f"gt_classes must lie in [0, {num_classes}); rows {rows[:10]} have {gt_classes[rows[:10]].tolist()}"
+    )
 
 
 @torch.no_grad()

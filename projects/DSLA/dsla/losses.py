@@ -73,12 +73,12 @@ def box_regression_loss(pred_ltrb: Tensor, target_ltrb: Tensor, loss_type: str) 
 
 def all_reduce_mean(value: Tensor) -> Tensor:
     """
-    Mean of ``value`` over the workers of the default process group (itself in a single process). Used for loss
-    normalizers, so that the loss does not depend on how a batch is split over workers.
+    Mean of ``value`` over the workers of the default process group (itself in a single process), detached.
+    Used for loss normalizers, so that the loss does not depend on how a batch is split over workers.
     """
     world_size = comm.get_world_size()
     if world_size == 1:
-        return value
+        return value.detach()
     value = value.detach().clone()
     dist.all_reduce(value)
     return value / world_size
