@@ -1,7 +1,8 @@
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
-from detectron2.modeling.backbone.resnet import build_resnet_backbone
+
+from .resnet_dcn import build_dsla_resnet_backbone
 
 __all__ = ["build_dsla_fpn", "build_dsla_resnet_fpn_backbone"]
 
@@ -25,5 +26,8 @@ def build_dsla_fpn(cfg, bottom_up: Backbone) -> FPN:
 
 @BACKBONE_REGISTRY.register()
 def build_dsla_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
-    """detectron2's ResNet (``cfg.MODEL.RESNETS``) with the DSLA FPN (:func:`build_dsla_fpn`)."""
-    return build_dsla_fpn(cfg, build_resnet_backbone(cfg, input_shape))
+    """
+    ResNet/ResNeXt (``cfg.MODEL.RESNETS``, deformable stages included; see :func:`build_dsla_resnet_backbone`)
+    with the DSLA FPN (:func:`build_dsla_fpn`).
+    """
+    return build_dsla_fpn(cfg, build_dsla_resnet_backbone(cfg, input_shape))

@@ -1,0 +1,121 @@
+"""dsla.modeling.backbone.swin: timm's Swin Transformer as a detectron2 backbone."""
+import math
+import re
+
+import pytest
+import timm
+import torch
+from torch.nn import functional as F
+
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import build_backbone
+
+from conftest import load_config
+from dsla.modeling.backbone.swin import SwinTransformer, _swin_block_forward
+
+# Swin-T has Swin-S's widths, heads and window with fewer blocks: the same code paths, faster.
+TINY = "swin_tiny_patch4_window7_224"
+ALL_STAGES = ("stage1", "stage2", "stage3", "stage4")
+
+
+@pytest.fixture(scope="module")
+def swin():
+    torch.manual_seed(0)
+    return SwinTransformer(name=TINY, drop_path_rate=0.0, out_features=ALL_STAGES).eval()
+
+
+@pytest.mark.parametrize("size", [(97, 131), (64, 96), (33, 250)])
+def test_outputs_are_nchw_at_strides_4_to_32_for_any_input_size(swin, size):
+    with torch.no_grad():
+        outputs = swin(torch.randn(2, 3, *size))
+    shapes = swin.output_shape()
+    assert list(outputs) == list(ALL_STAGES)
+    for name, feature in outputs.items():
+        stride = shapes[name].stride
+        expected = (2, shapes[name].channels, math.ceil(size[0] / stride), math.ceil(size[1] / stride))
+        assert tuple(feature.shape) == expected
+    assert [shapes[n].stride for n in ALL_STAGES] == [4, 8, 16, 32]
+    assert [shapes[n].channels for n in ALL_STAGES] == [96, 192, 384, 768]
+    assert swin.size_divisibility == 32
+
+
+def test_matches_timm_where_feature_maps_are_whole_windows(swin):
+    # 224 x 448: every stage is a multiple of the 7x7 window, so padding order does not matter.
+    reference = timm.create_model(TINY, num_classes=0, always_partition=True, strict_img_size=False).eval()
+    reference.load_state_dict(swin.state_dict(), strict=False)
+    x = torch.randn(1, 3, 224, 448)
+    with torch.no_grad():
+        ours = swin(x)
+        theirs = reference.forward_intermediates(x, intermediates_only=True, norm=False)
+    for name, feature in zip(ALL_STAGES, theirs):
+        expected = swin.out_norms[name](feature.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        torch.testing.assert_close(ours[name], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_blocks_pad_to_whole_windows_before_the_cyclic_shift(swin):
+    # The detection Swin (official, mmdetection): normalize, pad with zeros to whole windows, then shift. timm's
+    # own attention is exact on whole windows, so it serves as the reference on the padded map.
+    block = swin.layers[0].blocks[1]
+    assert block.shift_size == (3, 3)
+    x = torch.randn(1, 10, 12, 96)
+    with torch.no_grad():
+        padded = F.pad(block.norm1(x), (0, 0, 0, 2, 0, 4))  # 14 x 14
+        attn = block._attn(padded)[:, :10, :12]
+        expected = x + attn
+        expected = expected + block.mlp(block.norm2(expected))
+        torch.testing.assert_close(_swin_block_forward(block, x), expected, rtol=1e-5, atol=1e-5)
+
+
+def _timm_to_official(state_dict):
+    """timm's names -> the official Swin checkpoint's: patch merging at the end of the previous stage."""
+    out = {}
+    for k, v in state_dict.items():
+        k = re.sub(r"layers\.(\d+)\.downsample", lambda m: f"layers.{int(m[1]) - 1}.downsample", k)
+        out[k.replace("head.fc.", "head.")] = v
+    return out
+
+
+@pytest.mark.parametrize("layout", ["timm", "official"])
+def test_imagenet_weights_load_from_a_local_file(tmp_path, layout):
+    torch.manual_seed(1)
+    source = timm.create_model(TINY, num_classes=1000).state_dict()
+    if layout == "official":
+        source = {"model": _timm_to_official(source)}
+    path = tmp_path / "swin_tiny_imagenet.pth"
+    torch.save(source, path)
+    model = SwinTransformer(name=TINY, pretrained_weights=str(path))
+    weights = source["model"] if layout == "official" else source
+    qkv = "layers.2.blocks.3.attn.qkv.weight"
+    torch.testing.assert_close(model.state_dict()[qkv], weights[qkv])
+    # Official checkpoints merge patches at the end of stage 1, timm at the start of stage 2.
+    reduction = f"layers.{0 if layout == 'official' else 1}.downsample.reduction.weight"
+    torch.testing.assert_close(model.state_dict()["layers.1.downsample.reduction.weight"], weights[reduction])
+    torch.testing.assert_close(model.state_dict()["patch_embed.proj.weight"], weights["patch_embed.proj.weight"])
+
+
+def test_a_checkpoint_of_another_model_is_refused(tmp_path):
+    path = tmp_path / "not_swin.pth"
+    torch.save({"model": {"conv1.weight": torch.zeros(64, 3, 7, 7)}}, path)
+    with pytest.raises(ValueError, match="lacks"):
+        SwinTransformer(name=TINY, pretrained_weights=str(path))
+
+
+def test_config_sets_drop_path_freezing_and_fpn_levels():
+    cfg = load_config(
+        "configs/DSLA/dsla_Swin_S_FPN_ms_3x.yaml",
+        ["MODEL.SWIN.NAME", TINY, "MODEL.SWIN.PRETRAINED_WEIGHTS", "", "MODEL.BACKBONE.FREEZE_AT", 2],
+    )
+    backbone = build_backbone(cfg, ShapeSpec(channels=3))
+    swin = backbone.bottom_up
+    last_block = swin.layers[-1].blocks[-1]
+    assert last_block.drop_path1.drop_prob == pytest.approx(0.2)
+    # FREEZE_AT 2: patch embedding and stage 1.
+    assert not any(p.requires_grad for p in swin.patch_embed.parameters())
+    assert not any(p.requires_grad for p in swin.layers[0].parameters())
+    assert all(p.requires_grad for p in swin.layers[1].parameters())
+    strides = {k: v.stride for k, v in backbone.output_shape().items()}
+    assert strides == {"p3": 8, "p4": 16, "p5": 32, "p6": 64, "p7": 128}
+    backbone.train()
+    outputs = backbone(torch.randn(1, 3, 64, 96))
+    sum(v.sum() for v in outputs.values()).backward()
+    assert swin.layers[3].blocks[1].attn.relative_position_bias_table.grad is not None
