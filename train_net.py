@@ -14,17 +14,35 @@ import os
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.data.datasets import register_coco_instances
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
-from detectron2.evaluation import COCOEvaluator
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 
 from dsla import add_dsla_config
+from dsla.data import DSLADatasetMapper, check_num_classes, register_coco_datasets
+from dsla.evaluation import ScoreIoUEvaluator
+from dsla.solver import build_optimizer
 
 logger = logging.getLogger("dsla")
 
 
 class Trainer(DefaultTrainer):
-    """detectron2's DefaultTrainer, evaluating with COCOEvaluator."""
+    """
+    detectron2's DefaultTrainer with the DSLA optimizers (``SOLVER.OPTIMIZER``, full-model gradient clipping),
+    evaluating with COCOEvaluator (and ScoreIoUEvaluator if ``TEST.SCORE_IOU_EVAL``).
+    """
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=DSLADatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=DSLADatasetMapper(cfg, is_train=False))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -32,12 +50,10 @@ class Trainer(DefaultTrainer):
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         # Without detectron2's compiled ops, its fast COCOeval is unavailable; use pycocotools' quietly.
         has_compiled_ops = importlib.util.find_spec("detectron2._C") is not None
-        return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=has_compiled_ops)
-
-
-def register_datasets(args):
-    for name, json_file, image_root in args.register_coco:
-        register_coco_instances(name, {}, json_file, image_root)
+        coco = COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=has_compiled_ops)
+        if not cfg.TEST.SCORE_IOU_EVAL:
+            return coco
+        return DatasetEvaluators([coco, ScoreIoUEvaluator(dataset_name, output_folder, topk=cfg.TEST.SCORE_IOU_TOPK)])
 
 
 def setup(args):
@@ -51,12 +67,13 @@ def setup(args):
 
 
 def main(args):
-    register_datasets(args)
+    register_coco_datasets(args.register_coco)
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)
+    check_num_classes(cfg)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

@@ -12,6 +12,7 @@ if importlib.util.find_spec("detectron2") is None:
         "`make install` / `bash tools/install_detectron2.sh $(which python)` from the dsla repository."
     )
 
+from . import data  # noqa: F401  (registers the shapes_train / shapes_val datasets)
 from .config import add_dsla_config
 from .label_assignment import dynamic_smooth_labels, smooth_label_targets
 from .losses import quality_focal_loss

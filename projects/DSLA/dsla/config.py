@@ -1,5 +1,11 @@
 from detectron2.config import CfgNode as CN
 
+from .evaluation.score_iou import add_score_iou_config
+from .modeling.backbone.swin import add_swin_config
+from .modeling.backbone.tiny import add_tiny_convnet_config
+from .modeling.fcos_baseline import add_fcos_baseline_config
+from .solver import add_solver_config
+
 
 def add_dsla_config(cfg):
     """
@@ -42,3 +48,9 @@ def add_dsla_config(cfg):
     _C.MODEL.DSLA.SCORE_THRESH_TEST = 0.05
     _C.MODEL.DSLA.TOPK_CANDIDATES_TEST = 1000
     _C.MODEL.DSLA.NMS_THRESH_TEST = 0.6
+
+    add_fcos_baseline_config(cfg)
+    add_score_iou_config(cfg)
+    add_tiny_convnet_config(cfg)
+    add_swin_config(cfg)
+    add_solver_config(cfg)

@@ -1,0 +1,69 @@
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from detectron2.config import get_cfg
+
+from dsla import add_dsla_config
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# train_net.py, demo.py and tools/ live at the repository root, outside the installed package.
+sys.path.insert(0, REPO_ROOT)
+
+
+def load_config(config_file, opts=()):
+    """A DSLA config from a YAML under the repo root, for the CPU, with no pretrained weights."""
+    cfg = get_cfg()
+    add_dsla_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO_ROOT, config_file))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
+    return cfg
+
+
+def write_coco_dataset(root, num_images=4, size=(96, 128), num_classes=2, seed=0):
+    """
+    A tiny COCO-format dataset of filled rectangles on noise, written under ``root``.
+
+    Returns:
+        (json_path, image_root)
+    """
+    rng = np.random.default_rng(seed)
+    image_root = os.path.join(root, "images")
+    os.makedirs(image_root, exist_ok=True)
+    height, width = size
+    images, annotations = [], []
+    for image_id in range(1, num_images + 1):
+        pixels = rng.integers(0, 60, size=(height, width, 3), dtype=np.uint8)
+        for _ in range(2):
+            w, h = rng.integers(16, width // 2), rng.integers(16, height // 2)
+            x, y = rng.integers(0, width - w), rng.integers(0, height - h)
+            category = int(rng.integers(1, num_classes + 1))
+            pixels[y : y + h, x : x + w] = (200, 80 * category, 40)
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": category,
+                    "bbox": [float(x), float(y), float(w), float(h)],
+                    "area": float(w * h),
+                    "iscrowd": 0,
+                }
+            )
+        file_name = f"{image_id:04d}.png"
+        Image.fromarray(pixels).save(os.path.join(image_root, file_name))
+        images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
+    categories = [{"id": i, "name": f"class{i}"} for i in range(1, num_classes + 1)]
+    json_path = os.path.join(root, "annotations.json")
+    with open(json_path, "w") as f:
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+    return json_path, image_root
+
+
+@pytest.fixture
+def rng():
+    return torch.Generator().manual_seed(0)

@@ -1,0 +1,101 @@
+"""The registered DSLA meta-architecture, built from the YAML configs."""
+import pytest
+import torch
+
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from conftest import load_config
+
+R50 = "configs/DSLA/dsla_R_50_FPN_1x.yaml"
+
+
+def _inputs(size=(96, 128)):
+    inst = Instances(size)
+    inst.gt_boxes = Boxes(torch.tensor([[10.0, 12.0, 60.0, 80.0], [40.0, 5.0, 120.0, 90.0]]))
+    inst.gt_classes = torch.tensor([3, 7])
+    empty = inst[:0]
+    return [
+        {"image": torch.rand(3, *size) * 255, "instances": inst},
+        {"image": torch.rand(3, *size) * 255, "instances": empty},
+    ]
+
+
+def test_config_loads_the_r50_recipe():
+    cfg = load_config(R50)
+    assert cfg.MODEL.META_ARCHITECTURE == "DSLA"
+    assert cfg.MODEL.PROPOSAL_GENERATOR.NAME == "DSLA"
+    assert cfg.MODEL.DSLA.CLS_LOSS_WEIGHT == 2.0
+    assert cfg.MODEL.DSLA.BOX_LOSS_TYPE == "iou"
+    assert cfg.MODEL.DSLA.REGRESS_RANGES[-1][1] == float("inf")
+    assert cfg.MODEL.RESNETS.STRIDE_IN_1X1 and cfg.MODEL.BACKBONE.FREEZE_AT == 2
+    assert cfg.SOLVER.CLIP_GRADIENTS.ENABLED and cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE == 35.0
+    assert cfg.SOLVER.WARMUP_METHOD == "constant" and cfg.SOLVER.WARMUP_FACTOR == pytest.approx(1 / 3)
+    assert cfg.SOLVER.BIAS_LR_FACTOR == 2.0 and cfg.SOLVER.WEIGHT_DECAY_BIAS == 0.0
+    assert tuple(cfg.SOLVER.STEPS) == (60000, 80000) and cfg.SOLVER.MAX_ITER == 90000
+
+
+def test_training_step_gives_finite_losses_and_gradients():
+    torch.manual_seed(0)
+    model = build_model(load_config(R50))
+    model.train()
+    with EventStorage():
+        losses = model(_inputs())
+    assert set(losses) == {"loss_dsla_cls", "loss_dsla_box"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    head = model.proposal_generator.head
+    assert head.cls_score.weight.grad.abs().sum() > 0
+    assert head.bbox_pred.weight.grad.abs().sum() > 0
+    assert model.backbone.fpn_output5.weight.grad is not None
+    # FREEZE_AT 2: stem and res2 are frozen.
+    assert model.backbone.bottom_up.stem.conv1.weight.grad is None
+
+
+def test_inference_returns_instances_in_the_original_image_size():
+    model = build_model(load_config(R50, ["MODEL.DSLA.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "7"]))
+    model.eval()
+    with torch.no_grad():
+        outputs = model([{"image": torch.rand(3, 96, 128) * 255, "height": 192, "width": 256}])
+    inst = outputs[0]["instances"]
+    assert inst.image_size == (192, 256)
+    assert len(inst) == 7
+    boxes = inst.pred_boxes.tensor
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 256).all() and (boxes[:, 3] <= 192).all()
+    assert (inst.scores[:-1] >= inst.scores[1:]).all()
+    assert inst.pred_classes.max() < 80
+
+
+def test_p6_is_computed_from_the_p5_output():
+    model = build_model(load_config(R50))
+    top = model.backbone.top_block
+    assert top.in_feature == "p5"
+    assert top.p6.in_channels == 256
+
+
+def test_dsla_as_the_first_stage_of_a_two_stage_detector():
+    opts = [
+        "MODEL.META_ARCHITECTURE", "GeneralizedRCNN",
+        "MODEL.ROI_HEADS.NAME", "StandardROIHeads",
+        "MODEL.ROI_HEADS.IN_FEATURES", "['p3', 'p4', 'p5']",
+        "MODEL.ROI_HEADS.NUM_CLASSES", "80",
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+        "MODEL.ROI_BOX_HEAD.NAME", "FastRCNNConvFCHead",
+        "MODEL.ROI_BOX_HEAD.NUM_FC", "1",
+        "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
+        "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", "7",
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN", "50",
+        "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
+        "MODEL.DSLA.SCORE_THRESH_TEST", "0.0",
+    ]
+    model = build_model(load_config(R50, opts))
+    model.train()
+    with EventStorage():
+        losses = model(_inputs())
+    assert {"loss_dsla_cls", "loss_dsla_box", "loss_cls", "loss_box_reg"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    with torch.no_grad():
+        outputs = model([{"image": torch.rand(3, 96, 128) * 255}])
+    assert outputs[0]["instances"].has("pred_boxes")
