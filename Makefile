@@ -11,7 +11,7 @@ STAMP := $(VENV)/.dsla-installed-torch$(TORCH)
 PYTEST_ARGS ?=
 OUTPUT ?= output
 
-.PHONY: install test demo clean-venv
+.PHONY: install test demo benchmark compare clean-venv
 
 install: $(STAMP)
 
@@ -30,3 +30,15 @@ test: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The quick start: train on the synthetic shapes dataset, evaluate, visualize (see README).
+demo: install
+	$(PY) tools/quickstart.py --output $(OUTPUT)/quickstart
+
+# DSLA vs detectron2's FCOS on the shapes dataset: AP and score-IoU consistency, with plots (see README).
+compare: install
+	$(PY) tools/compare.py --output $(OUTPUT)/compare
+
+# Speed and memory of DSLA vs FCOS (R-50-FPN) and of the label assignment (see README).
+benchmark: install
+	$(PY) tools/benchmark.py --output $(OUTPUT)/benchmark.json

@@ -8,17 +8,21 @@ Train and evaluate DSLA with detectron2's default training loop.
 Arguments are detectron2's (``--resume``, ``--eval-only``, ``--num-gpus``, ``--num-machines``, ``--machine-rank``,
 ``--dist-url``, trailing ``KEY VALUE`` config overrides) plus ``--register-coco NAME JSON IMAGE_ROOT``.
 """
+import contextlib
+import functools
 import importlib.util
 import logging
 import os
+import weakref
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, defaults, launch
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 
 from dsla import add_dsla_config
+from dsla.checkpoint import AtomicCheckpointer
 from dsla.data import DSLADatasetMapper, check_num_classes, register_coco_datasets
 from dsla.evaluation import ScoreIoUEvaluator
 from dsla.solver import build_optimizer
@@ -26,11 +30,38 @@ from dsla.solver import build_optimizer
 logger = logging.getLogger("dsla")
 
 
+@contextlib.contextmanager
+def _ddp_without_device_ids_on_cpu(cfg):
+    """
+    detectron2 wraps the model in DDP with ``device_ids=[local rank]``, which PyTorch rejects for a CPU model;
+    without device ids DDP works on the CPU with GLOO (``--num-gpus N MODEL.DEVICE cpu``).
+    """
+    if cfg.MODEL.DEVICE != "cpu":
+        yield
+        return
+    create_ddp_model = defaults.create_ddp_model
+    defaults.create_ddp_model = functools.partial(create_ddp_model, device_ids=None)
+    try:
+        yield
+    finally:
+        defaults.create_ddp_model = create_ddp_model
+
+
 class Trainer(DefaultTrainer):
     """
     detectron2's DefaultTrainer with the DSLA optimizers (``SOLVER.OPTIMIZER``, full-model gradient clipping),
-    evaluating with COCOEvaluator (and ScoreIoUEvaluator if ``TEST.SCORE_IOU_EVAL``).
+    evaluating with COCOEvaluator (and ScoreIoUEvaluator if ``TEST.SCORE_IOU_EVAL``). Checkpoints are written
+    atomically, and multi-process training also runs on the CPU (``--num-gpus N MODEL.DEVICE cpu``, GLOO).
     """
+
+    def __init__(self, cfg):
+        with _ddp_without_device_ids_on_cpu(cfg):
+            super().__init__(cfg)
+
+    def build_hooks(self):
+        # Called by DefaultTrainer.__init__ before the hooks (PeriodicCheckpointer) take the checkpointer.
+        self.checkpointer = AtomicCheckpointer(self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        return super().build_hooks()
 
     @classmethod
     def build_optimizer(cls, cfg, model):

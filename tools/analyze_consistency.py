@@ -34,12 +34,12 @@ import numpy as np
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader
-from detectron2.data.datasets import register_coco_instances
 from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 from dsla import add_dsla_config
+from dsla.data import register_coco_datasets
 from dsla.evaluation import ScoreIoUEvaluator, load_score_iou_pairs, summarize_score_iou
 from dsla.evaluation.score_iou import PAIRS_FILE_NAME
 
@@ -123,8 +123,7 @@ def main(args):
         raise SystemExit("give at least one --model or --pairs")
     if args.model and not args.dataset:
         raise SystemExit("--model needs --dataset")
-    for name, json_file, image_root in args.register_coco:
-        register_coco_instances(name, {}, json_file, image_root)
+    register_coco_datasets(args.register_coco)
     os.makedirs(args.output, exist_ok=True)
 
     pair_files = {}

@@ -6,7 +6,7 @@ from typing import Iterable, Sequence
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
-__all__ = ["register_coco_datasets", "dataset_classes", "check_num_classes"]
+__all__ = ["register_coco_datasets", "dataset_classes", "check_num_classes", "model_num_classes"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ def dataset_classes(name: str):
     return list(meta.thing_classes)
 
 
-def _num_classes_key(cfg):
+def model_num_classes(cfg):
+    """(config key, value) of the number of classes of the model that ``cfg`` builds."""
     if cfg.MODEL.META_ARCHITECTURE == "FCOSBaseline":
         return "MODEL.FCOS.NUM_CLASSES", cfg.MODEL.FCOS.NUM_CLASSES
     return "MODEL.DSLA.NUM_CLASSES", cfg.MODEL.DSLA.NUM_CLASSES
@@ -56,7 +57,7 @@ def check_num_classes(cfg, dataset_names=None):
     Stop before training if the model's class count differs from the training set's: a model with too few
     classes fails on the first unknown label, and one with too many wastes logits and skews the evaluation.
     """
-    key, num_classes = _num_classes_key(cfg)
+    key, num_classes = model_num_classes(cfg)
     for name in dataset_names if dataset_names is not None else cfg.DATASETS.TRAIN:
         classes = dataset_classes(name)
         if len(classes) != num_classes:

@@ -1,0 +1,38 @@
+"""tools/benchmark.py in its quick mode: every part runs and reports sane numbers."""
+import json
+
+import pytest
+
+from tools import benchmark
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "benchmark.json"
+    benchmark.main(["--quick", "--devices", "cpu", "--output", str(out)])
+    with open(out) as f:
+        return json.load(f)
+
+
+def test_models_are_timed_in_training_and_inference_for_both_detectors(report):
+    modes = {(r["mode"], r["size"], r["batch"]) for r in report["models"]}
+    assert modes == {("train", "128x160", 1), ("inference", "128x160", 1)}
+    for row in report["models"]:
+        assert row["DSLA_s"] > 0 and row["FCOS_s"] > 0
+        assert row["DSLA/FCOS_time"] == pytest.approx(row["DSLA_s"] / row["FCOS_s"])
+        assert row["DSLA_peak_mb"] >= 0 and row["FCOS_peak_mb"] >= 0
+
+
+def test_assignment_is_measured_per_box_count_with_the_right_point_count(report):
+    rows = report["assignment"]
+    assert [r["num_boxes"] for r in rows] == [10, 100]
+    # 128x160 input: 16*20 + 8*10 + 4*5 + 2*3 + 1*2 points on P3-P7.
+    assert all(r["num_points"] == 320 + 80 + 20 + 6 + 2 for r in rows)
+    assert all(r["seconds"] > 0 for r in rows)
+
+
+def test_profile_splits_a_training_step_into_stages(report):
+    (row,) = report["profile"]
+    stages = ["backbone", "head", "assignment", "losses", "backward"]
+    assert sum(row[f"{s}_pct"] for s in stages) == pytest.approx(100.0)
+    assert row["backbone_s"] > row["assignment_s"]
