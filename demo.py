@@ -26,7 +26,7 @@ from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from dsla import add_dsla_config
-from dsla.data import register_coco_datasets
+from dsla.data import add_register_coco_argument, register_coco_datasets
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger("dsla.demo")
@@ -44,14 +44,7 @@ def get_parser():
     )
     parser.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score to draw")
     parser.add_argument("--dataset", help="dataset whose class names to use (default: first of DATASETS.TEST)")
-    parser.add_argument(
-        "--register-coco",
-        nargs=3,
-        action="append",
-        default=[],
-        metavar=("NAME", "JSON", "IMAGE_ROOT"),
-        help="register a COCO-format dataset (for its class names); repeatable",
-    )
+    add_register_coco_argument(parser)
     parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     return parser
 

@@ -23,7 +23,7 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 
 from dsla import add_dsla_config
 from dsla.checkpoint import AtomicCheckpointer
-from dsla.data import DSLADatasetMapper, check_num_classes, register_coco_datasets
+from dsla.data import DSLADatasetMapper, add_register_coco_argument, check_num_classes, register_coco_datasets
 from dsla.evaluation import ScoreIoUEvaluator
 from dsla.solver import build_optimizer
 
@@ -112,14 +112,7 @@ def main(args):
 
 def argument_parser():
     parser = default_argument_parser()
-    parser.add_argument(
-        "--register-coco",
-        nargs=3,
-        action="append",
-        default=[],
-        metavar=("NAME", "JSON", "IMAGE_ROOT"),
-        help="register a COCO-format dataset under NAME for use in DATASETS.TRAIN / DATASETS.TEST (repeatable)",
-    )
+    add_register_coco_argument(parser)
     return parser
 
 

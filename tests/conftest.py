@@ -64,6 +64,13 @@ def write_coco_dataset(root, num_images=4, size=(96, 128), num_classes=2, seed=0
     return json_path, image_root
 
 
-@pytest.fixture
-def rng():
-    return torch.Generator().manual_seed(0)
+@pytest.fixture(autouse=True, scope="session")
+def single_thread():
+    """
+    The tests' tensors and models are small: one intra-op thread is as fast, and many times faster when another
+    process shares the cores (threads then wait on each other at every op).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -21,16 +21,6 @@ from dsla.data import register_shapes_datasets
 QUICKSTART = "configs/DSLA/dsla_quickstart_shapes.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The tiny model runs fastest on one thread, and many times slower on two when another process shares the
-    # cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def loss_dtypes(monkeypatch):
     """Records the dtypes that reach the DSLA loss functions: {name: (input dtypes..., output dtype)}."""

@@ -29,16 +29,6 @@ FCOS_CONFIG = "configs/FCOS-Baseline/fcos_R_50_FPN_1x.yaml"
 NUM_CLASSES = 4  # of the quick-start config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The tiny model trains fastest on one thread; with two, a step slows down many times over whenever another
-    # process shares the cores (the threads wait on each other at every op).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _cfg(opts=()):
     return load_config(QUICKSTART, ["INPUT.RANDOM_FLIP", "none", *opts])
 

@@ -22,15 +22,6 @@ HYPOTHESIS = settings(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """The tensors here are tiny: on busy cores, intra-op thread hand-offs cost far more than the math."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _assign(points, strides, ranges, boxes, classes=None, **kwargs):
     """`smooth_label_targets` on lists of numbers; classes default to 0, 1, 2, ..."""
     points = torch.tensor(points, dtype=torch.float32).reshape(-1, 2)

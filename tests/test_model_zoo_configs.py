@@ -23,16 +23,6 @@ SMALL += ["MODEL.DSLA.SCORE_THRESH_TEST", 0.0, "TEST.DETECTIONS_PER_IMAGE", 5]
 RGB_MEAN, RGB_STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    # torchvision's CPU deform_conv2d runs one small matmul per group (64 in ResNeXt 64x4d); on a busy machine,
-    # multi-threaded matmuls that small wait on each other: ~100x slower than one thread.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_the_released_models_and_the_ablations_have_configs():
     names = {os.path.basename(c) for c in CONFIGS}
     assert {

@@ -18,8 +18,8 @@ from detectron2.modeling import build_model
 
 from conftest import REPO_ROOT, load_config
 
-import train_net
 from dsla.data import register_shapes_datasets
+from tools import quickstart
 
 QUICKSTART = os.path.join(REPO_ROOT, "configs/DSLA/dsla_quickstart_shapes.yaml")
 ITERS = 40
@@ -27,20 +27,15 @@ ITERS = 40
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A quick-start model trained for a few iterations on 48 generated images."""
+    """A quick-start model trained by tools/quickstart.py (make demo) for a few iterations on 48 images."""
     root = tmp_path_factory.mktemp("shapes")
     register_shapes_datasets(root=str(root), num_train=48, num_val=12)
     out = root / "out"
-    argv = [
-        "--config-file", QUICKSTART,
-        "MODEL.DEVICE", "cpu",
-        "SOLVER.MAX_ITER", str(ITERS),
-        "SOLVER.IMS_PER_BATCH", "8",
-        "SOLVER.WARMUP_ITERS", "5",
-        "DATALOADER.NUM_WORKERS", "0",
-        "OUTPUT_DIR", str(out),
-    ]
-    train_net.main(train_net.argument_parser().parse_args(argv))
+    quickstart.main(
+        ["--output", str(out), "--device", "cpu", "--num-vis", "3",
+         "SOLVER.MAX_ITER", str(ITERS), "SOLVER.IMS_PER_BATCH", "8", "SOLVER.WARMUP_ITERS", "5",
+         "DATALOADER.NUM_WORKERS", "0"]
+    )
     yield out
     register_shapes_datasets()
 
@@ -97,11 +92,13 @@ def test_demo_draws_boxes_on_an_image(trained, tmp_path):
     assert (drawn != original).any(axis=2).mean() > 0.01
 
 
-def test_visualize_predictions_writes_ground_truth_next_to_detections(trained, tmp_path):
-    import tools.visualize_predictions as vis
-
-    cfg = load_config(QUICKSTART, ["MODEL.WEIGHTS", str(trained / "model_final.pth")])
-    paths = vis.visualize(cfg, "shapes_val", str(tmp_path / "vis"), num_images=3, threshold=0.0)
-    assert len(paths) == 3
-    image = np.array(Image.open(paths[0]))
-    assert image.shape[1] == 2 * 160 + 4 and image.shape[0] == 160
+def test_quickstart_writes_a_summary_and_ground_truth_next_to_detections(trained):
+    with open(trained / "quickstart_summary.json") as f:
+        summary = json.load(f)
+    assert summary["device"] == "cpu" and summary["minutes"] > 0
+    assert summary["bbox/AP"] == _metrics(trained)[-1]["bbox/AP"]
+    written = sorted(os.listdir(trained / "vis"))
+    assert written == ["000000.png", "000001.png", "000002.png"]
+    image = np.array(Image.open(trained / "vis" / written[0]))
+    # Ground truth and detections side by side, with a 4-pixel bar between them.
+    assert image.shape[:2] == (160, 2 * 160 + 4)

@@ -39,7 +39,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 from dsla import add_dsla_config
-from dsla.data import register_coco_datasets
+from dsla.data import add_register_coco_argument, register_coco_datasets
 from dsla.evaluation import ScoreIoUEvaluator, load_score_iou_pairs, summarize_score_iou
 from dsla.evaluation.score_iou import PAIRS_FILE_NAME
 
@@ -189,14 +189,7 @@ def argument_parser():
         help="the score_iou_pairs.npz of an earlier run, instead of running a model (repeatable)",
     )
     parser.add_argument("--dataset", help="registered dataset to run the models on")
-    parser.add_argument(
-        "--register-coco",
-        nargs=3,
-        action="append",
-        default=[],
-        metavar=("NAME", "JSON", "IMAGE_ROOT"),
-        help="register a COCO-format dataset under NAME (repeatable)",
-    )
+    add_register_coco_argument(parser)
     parser.add_argument("--output", required=True, help="directory for the plots, summary.json and pairs")
     parser.add_argument("--iou-threshold", type=float, default=0.5, help="IoU from which a detection is matched")
     parser.add_argument(

@@ -236,13 +236,7 @@ def profile_dsla_step(device, size, batch_size, reps):
                 features = model.backbone(images.tensor)
                 feats = [features[f] for f in generator.in_features]
             with measure(device, t.setdefault("head", {})):
-                logits, distances = generator.head(feats)
-                points = [
-                    level_points(f.shape[-2], f.shape[-1], s, generator.point_offset, device=f.device)
-                    for f, s in zip(feats, generator.strides)
-                ]
-                logits = [x.flatten(2).transpose(1, 2) for x in logits]
-                distances = [x.flatten(2).transpose(1, 2) for x in distances]
+                points, logits, distances = generator.predict(feats)
             gt = [x["instances"].to(device) for x in batch]
             with measure(device, t.setdefault("assignment", {})):
                 generator.label_points(points, gt)

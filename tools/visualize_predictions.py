@@ -27,7 +27,7 @@ from detectron2.utils.visualizer import Visualizer
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dsla import add_dsla_config  # noqa: E402
-from dsla.data import register_coco_datasets  # noqa: E402
+from dsla.data import add_register_coco_argument, register_coco_datasets  # noqa: E402
 
 logger = logging.getLogger("dsla.visualize")
 
@@ -39,9 +39,7 @@ def get_parser():
     parser.add_argument("--output", required=True, help="directory for the images")
     parser.add_argument("--num-images", type=int, default=24, help="how many images, from the start of the dataset")
     parser.add_argument("--confidence-threshold", type=float, default=0.3)
-    parser.add_argument(
-        "--register-coco", nargs=3, action="append", default=[], metavar=("NAME", "JSON", "IMAGE_ROOT")
-    )
+    add_register_coco_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     return parser
 

@@ -2,7 +2,13 @@
 Datasets for DSLA. Importing this package registers the synthetic ``shapes_train`` and ``shapes_val`` datasets
 (nothing is generated until they are loaded).
 """
-from .coco import check_num_classes, dataset_classes, register_coco_datasets
+from .coco import (
+    add_register_coco_argument,
+    check_num_classes,
+    dataset_classes,
+    model_num_classes,
+    register_coco_datasets,
+)
 from .mapper import DSLADatasetMapper
 from .shapes import (
     SHAPES_CLASSES,
@@ -16,6 +22,8 @@ register_shapes_datasets()
 
 __all__ = [
     "DSLADatasetMapper",
+    "add_register_coco_argument",
+    "model_num_classes",
     "check_num_classes",
     "dataset_classes",
     "register_coco_datasets",

@@ -6,9 +6,28 @@ from typing import Iterable, Sequence
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
-__all__ = ["register_coco_datasets", "dataset_classes", "check_num_classes", "model_num_classes"]
+__all__ = [
+    "add_register_coco_argument",
+    "check_num_classes",
+    "dataset_classes",
+    "model_num_classes",
+    "register_coco_datasets",
+]
 
 logger = logging.getLogger(__name__)
+
+
+def add_register_coco_argument(parser):
+    """Add ``--register-coco NAME JSON IMAGE_ROOT`` (repeatable) to an argparse parser; see :func:`register_coco_datasets`."""
+    parser.add_argument(
+        "--register-coco",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("NAME", "JSON", "IMAGE_ROOT"),
+        help="register a COCO-format dataset under NAME, usable in DATASETS.TRAIN / DATASETS.TEST (repeatable)",
+    )
+    return parser
 
 
 def register_coco_datasets(specs: Iterable[Sequence[str]]):

@@ -160,16 +160,7 @@ class DSLA(nn.Module):
                 training unless ``two_stage``.
             losses: ``loss_dsla_cls`` and ``loss_dsla_box`` in training; empty otherwise.
         """
-        features = [features[f] for f in self.in_features]
-        logits, distances = self.head(features)
-        points = [
-            level_points(f.shape[-2], f.shape[-1], s, self.point_offset, device=f.device)
-            for f, s in zip(features, self.strides)
-        ]
-        # (N, C, H, W) -> (N, H*W, C), the order of `level_points`.
-        logits = [x.flatten(2).transpose(1, 2) for x in logits]
-        distances = [x.flatten(2).transpose(1, 2) for x in distances]
-
+        points, logits, distances = self.predict([features[f] for f in self.in_features])
         losses = {}
         if self.training:
             if gt_instances is None:
@@ -180,6 +171,25 @@ class DSLA(nn.Module):
         with torch.no_grad():
             results = self.inference(points, logits, distances, images.image_sizes)
         return results, losses
+
+    def predict(self, features: List[Tensor]) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
+        """
+        Run the head on the features of ``in_features``.
+
+        Returns:
+            points: one Tensor[Hi*Wi, 2] per level (see :func:`level_points`).
+            logits: one Tensor[N, Hi*Wi, K] per level.
+            distances: one Tensor[N, Hi*Wi, 4] per level, in pixels.
+        """
+        logits, distances = self.head(features)
+        points = [
+            level_points(f.shape[-2], f.shape[-1], s, self.point_offset, device=f.device)
+            for f, s in zip(features, self.strides)
+        ]
+        # (N, C, H, W) -> (N, H*W, C), the order of `level_points`.
+        logits = [x.flatten(2).transpose(1, 2) for x in logits]
+        distances = [x.flatten(2).transpose(1, 2) for x in distances]
+        return points, logits, distances
 
     @torch.no_grad()
     def label_points(
