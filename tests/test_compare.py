@@ -23,8 +23,8 @@ def test_trains_both_detectors_and_writes_ap_consistency_and_plots(tiny_shapes):
          "SOLVER.WARMUP_ITERS", "2", "DATALOADER.NUM_WORKERS", "0", "MODEL.DSLA.SCORE_THRESH_TEST", "0.0",
          "MODEL.FCOS.SCORE_THRESH_TEST", "0.0"]
     )
-    assert set(summary) == {"DSLA", "FCOS"}
-    for name in ("dsla", "fcos"):
+    assert set(summary) == {"DSLA", "DSLA-COCO-ranges", "FCOS"}
+    for name in ("dsla", "dsla-coco-ranges", "fcos"):
         assert os.path.isfile(out / name / "model_final.pth")
     for result in summary.values():
         assert "bbox/AP" in result["coco"]

@@ -10,10 +10,13 @@ from conftest import REPO_ROOT, write_coco_dataset
 import train_net
 
 
-def _args(tmp_path, name, extra_opts=(), extra_args=()):
+CONFIGS = ["configs/DSLA/dsla_R_50_FPN_1x.yaml", "configs/DSLA/dsla_quickstart_shapes.yaml"]
+
+
+def _args(tmp_path, name, config, extra_opts=(), extra_args=()):
     json_path, image_root = write_coco_dataset(str(tmp_path / "data"), num_images=4)
     argv = [
-        "--config-file", os.path.join(REPO_ROOT, "configs/DSLA/dsla_R_50_FPN_1x.yaml"),
+        "--config-file", os.path.join(REPO_ROOT, config),
         "--register-coco", name, json_path, image_root,
         *extra_args,
         "MODEL.DEVICE", "cpu",
@@ -37,8 +40,11 @@ def _args(tmp_path, name, extra_opts=(), extra_args=()):
     return train_net.argument_parser().parse_args(argv)
 
 
-def test_train_then_evaluate_with_coco_evaluator(tmp_path):
-    train_net.main(_args(tmp_path, "tiny_train_eval"))
+@pytest.mark.parametrize("config", CONFIGS)
+def test_train_then_evaluate_a_registered_coco_dataset(tmp_path, config):
+    """A COCO-format dataset the project has never seen, given with --register-coco."""
+    name = f"tiny_{os.path.basename(config)}"
+    train_net.main(_args(tmp_path, name, config))
     out = tmp_path / "out"
     assert (out / "model_final.pth").is_file()
     with open(out / "metrics.json") as f:
@@ -48,9 +54,9 @@ def test_train_then_evaluate_with_coco_evaluator(tmp_path):
     trained = [m for m in metrics if "loss_dsla_cls" in m]
     assert trained and all(torch.isfinite(torch.tensor(m["loss_dsla_box"])) for m in trained)
     assert "dsla/num_pos_per_image" in trained[-1]
-    assert (out / "inference" / "tiny_train_eval" / "coco_instances_results.json").is_file()
+    assert (out / "inference" / name / "coco_instances_results.json").is_file()
 
     # --eval-only loads the trained weights and evaluates again with the same result.
-    args = _args(tmp_path, "tiny_train_eval", ["MODEL.WEIGHTS", str(out / "model_final.pth")], ["--eval-only"])
+    args = _args(tmp_path, name, config, ["MODEL.WEIGHTS", str(out / "model_final.pth")], ["--eval-only"])
     again = train_net.main(args)
     assert again["bbox"]["AP"] == pytest.approx(evaluated[0]["bbox/AP"], nan_ok=True)
