@@ -197,15 +197,20 @@ def smooth_label_targets(
     chunk = max(1, MAX_PAIRS_PER_CHUNK // max(num_points, 1))
     for start in range(0, num_boxes, chunk):
         boxes = gt_boxes[start : start + chunk]
-        scores = _static_labels(
+        point_idx, box_idx, scores = _static_labels_of_inside_pairs(
             points, strides, regress_ranges, boxes, relaxation, core_zone, center_sampling_radius
-        )  # [P, C]
-        chunk_best, _ = scores.max(dim=1)
-        # Among the boxes that reach the best score, the smallest (then the first) wins.
-        tied_area = torch.where(
-            scores == chunk_best[:, None], areas[start : start + chunk][None, :], math.inf
         )
-        chunk_area, chunk_idx = tied_area.min(dim=1)
+        # Per point, the best score of this chunk; among the boxes that reach it, the smallest, then the first.
+        chunk_best = best_score.new_zeros(num_points).scatter_reduce(0, point_idx, scores, "amax")
+        tied = scores == chunk_best[point_idx]
+        pair_area = areas[start : start + chunk][box_idx]
+        chunk_area = best_area.new_full((num_points,), math.inf).scatter_reduce(
+            0, point_idx[tied], pair_area[tied], "amin"
+        )
+        tied &= pair_area == chunk_area[point_idx]
+        chunk_idx = torch.full_like(best_idx, len(boxes)).scatter_reduce(
+            0, point_idx[tied], box_idx[tied], "amin"
+        )
         better = (chunk_best > best_score) | ((chunk_best == best_score) & (chunk_area < best_area))
         better &= chunk_best > 0
         best_score = torch.where(better, chunk_best, best_score)
@@ -221,31 +226,36 @@ def smooth_label_targets(
     return best_score, classes, box_targets
 
 
-def _static_labels(points, strides, regress_ranges, boxes, relaxation, core_zone, radius) -> Tensor:
-    """``y_s`` for every (point, box) pair: Tensor[P, C]."""
-    x, y = points[:, 0:1], points[:, 1:2]  # [P, 1]
-    ltrb = torch.stack(
-        [x - boxes[None, :, 0], y - boxes[None, :, 1], boxes[None, :, 2] - x, boxes[None, :, 3] - y],
-        dim=2,
-    )  # [P, C, 4]
-    centers = (boxes[:, :2] + boxes[:, 2:]) / 2  # [C, 2]
-    center_offset = (points[:, None, :] - centers[None, :, :]).abs()  # [P, C, 2]
-    stride = strides[:, None]  # [P, 1]
+def _static_labels_of_inside_pairs(points, strides, regress_ranges, boxes, relaxation, core_zone, radius):
+    """
+    ``y_s`` of the (point, box) pairs whose point is inside the box; every other pair has ``y_s = 0``. Only the
+    cheap inside test touches all P x C pairs: the centerness and relaxation are computed for the few inside ones.
 
+    Returns:
+        point_idx, box_idx: long Tensor[K]: the inside pairs.
+        scores: Tensor[K]: their ``y_s``.
+    """
+    x, y = points[:, 0:1], points[:, 1:2]  # [P, 1]
+    centers = (boxes[:, :2] + boxes[:, 2:]) / 2  # [C, 2]
     if radius > 0:
         # The square of half-size R * s around the center, clipped to the box, is centered on the box too:
         # its half-sizes are min(R * s, w / 2) and min(R * s, h / 2).
-        half_wh = (boxes[:, 2:] - boxes[:, :2]) / 2  # [C, 2]
-        sampling_half = torch.minimum((radius * stride)[:, :, None], half_wh[None, :, :])
-        inside = (center_offset < sampling_half).all(dim=2)
+        half_wh = (boxes[:, 2:] - boxes[:, :2]) / 2
+        radius_px = radius * strides[:, None]  # [P, 1]
+        inside = (x - centers[:, 0]).abs() < torch.minimum(radius_px, half_wh[:, 0])
+        inside &= (y - centers[:, 1]).abs() < torch.minimum(radius_px, half_wh[:, 1])
     else:
-        inside = ltrb.min(dim=2).values > 0
+        inside = (x > boxes[:, 0]) & (x < boxes[:, 2]) & (y > boxes[:, 1]) & (y < boxes[:, 3])  # [P, C]
+    point_idx, box_idx = inside.nonzero(as_tuple=True)
 
-    ctr = centerness_with_core_zone(ltrb, inside, center_offset, stride, core_zone)
-    h = interval_relaxation(
-        ltrb.max(dim=2).values, regress_ranges[:, 0:1], regress_ranges[:, 1:2], relaxation
-    )
-    return ctr * h
+    pair_points, pair_boxes = points[point_idx], boxes[box_idx]  # [K, 2], [K, 4]
+    ltrb = torch.cat([pair_points - pair_boxes[:, :2], pair_boxes[:, 2:] - pair_points], dim=1)
+    center_offset = (pair_points - centers[box_idx]).abs()
+    all_inside = torch.ones_like(point_idx, dtype=torch.bool)
+    ctr = centerness_with_core_zone(ltrb, all_inside, center_offset, strides[point_idx], core_zone)
+    ranges = regress_ranges[point_idx]
+    h = interval_relaxation(ltrb.max(dim=1).values, ranges[:, 0], ranges[:, 1], relaxation)
+    return point_idx, box_idx, ctr * h
 
 
 def dynamic_smooth_labels(
