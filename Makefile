@@ -41,4 +41,4 @@ compare: install
 
 # Speed and memory of DSLA vs FCOS (R-50-FPN) and of the label assignment (see README).
 benchmark: install
-	$(PY) tools/benchmark.py --output $(OUTPUT)/benchmark.json
+	$(PY) tools/benchmark.py --reps 5 --output $(OUTPUT)/benchmark.json
