@@ -16,12 +16,11 @@ import os
 import weakref
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, defaults, launch
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 
-from dsla import add_dsla_config
+from dsla import get_dsla_cfg
 from dsla.checkpoint import AtomicCheckpointer
 from dsla.data import DSLADatasetMapper, add_register_coco_argument, check_num_classes, register_coco_datasets
 from dsla.evaluation import ScoreIoUEvaluator
@@ -88,11 +87,7 @@ class Trainer(DefaultTrainer):
 
 
 def setup(args):
-    cfg = get_cfg()
-    add_dsla_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.freeze()
+    cfg = get_dsla_cfg(args.config_file, args.opts, freeze=True)
     default_setup(cfg, args)
     return cfg
 

@@ -7,9 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from detectron2.config import get_cfg
 
-from dsla import add_dsla_config
+from dsla import get_dsla_cfg
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # train_net.py, demo.py and tools/ live at the repository root, outside the installed package.
@@ -18,11 +17,7 @@ sys.path.insert(0, REPO_ROOT)
 
 def load_config(config_file, opts=()):
     """A DSLA config from a YAML under the repo root, for the CPU, with no pretrained weights."""
-    cfg = get_cfg()
-    add_dsla_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO_ROOT, config_file))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
-    return cfg
+    return get_dsla_cfg(os.path.join(REPO_ROOT, config_file), ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
 
 
 def write_coco_dataset(root, num_images=4, size=(96, 128), num_classes=2, seed=0):

@@ -12,6 +12,8 @@ from PIL import Image
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 
+from dsla import get_dsla_cfg
+
 TOOL = os.path.join(os.path.dirname(__file__), "..", "tools", "analyze_consistency.py")
 
 
@@ -76,10 +78,7 @@ def test_runs_a_model_on_a_registered_coco_dataset(tool, tmp_path):
     # Untrained model: boxes one stride wide around every point, every score kept.
     opts = ["MODEL.DEVICE", "cpu", "MODEL.FCOS.BBOX_REG_INIT_BIAS", "1.0", "MODEL.FCOS.SCORE_THRESH_TEST", "0.0"]
     opts += ["INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "160", "DATALOADER.NUM_WORKERS", "0"]
-    cfg = tool.get_cfg()
-    tool.add_dsla_config(cfg)
-    cfg.merge_from_file(config)
-    cfg.merge_from_list(opts)
+    cfg = get_dsla_cfg(config, opts)
     torch.manual_seed(0)
     weights = str(tmp_path / "model.pth")
     torch.save(build_model(cfg).state_dict(), weights)

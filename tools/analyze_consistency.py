@@ -32,13 +32,12 @@ import matplotlib
 import numpy as np
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader
 from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
-from dsla import add_dsla_config
+from dsla import get_dsla_cfg
 from dsla.data import add_register_coco_argument, register_coco_datasets
 from dsla.evaluation import ScoreIoUEvaluator, load_score_iou_pairs, summarize_score_iou
 from dsla.evaluation.score_iou import PAIRS_FILE_NAME
@@ -51,12 +50,7 @@ logger = logging.getLogger("dsla")
 
 def run_model(config_file, weights, dataset_name, output_dir, opts, *, iou_threshold, topk):
     """Run one model on the dataset with :class:`ScoreIoUEvaluator`; return the path of its saved pairs."""
-    cfg = get_cfg()
-    add_dsla_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(opts)
-    cfg.MODEL.WEIGHTS = weights
-    cfg.freeze()
+    cfg = get_dsla_cfg(config_file, [*opts, "MODEL.WEIGHTS", weights], freeze=True)
 
     model = build_model(cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)

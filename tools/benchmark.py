@@ -33,13 +33,12 @@ from contextlib import contextmanager
 
 import torch
 
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
 
-from dsla import add_dsla_config, smooth_label_targets
+from dsla import get_dsla_cfg, smooth_label_targets
 from dsla.label_assignment import level_points
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -121,10 +120,7 @@ def make_batch(height, width, batch_size, num_boxes=10, num_classes=80, seed=0):
 
 
 def build(name, device):
-    cfg = get_cfg()
-    add_dsla_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO_ROOT, CONFIGS[name]))
-    cfg.merge_from_list(["MODEL.DEVICE", device, "MODEL.WEIGHTS", ""])
+    cfg = get_dsla_cfg(os.path.join(REPO_ROOT, CONFIGS[name]), ["MODEL.DEVICE", device, "MODEL.WEIGHTS", ""])
     torch.manual_seed(0)
     return build_model(cfg)
 

@@ -34,11 +34,10 @@ import sys
 
 import torch
 
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
-from dsla import add_dsla_config
+from dsla import get_dsla_cfg
 from dsla.checkpoint import convert_mmdet_state_dict
 
 logger = logging.getLogger("dsla")
@@ -81,10 +80,7 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     setup_logger(name="dsla")
-    cfg = get_cfg()
-    add_dsla_config(cfg)
-    cfg.merge_from_file(args.config)
-    cfg.merge_from_list(opts)
+    cfg = get_dsla_cfg(args.config, opts)
     # The target's names and shapes only: no device, no weights.
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.SWIN.PRETRAINED_WEIGHTS", ""])
     model = build_model(cfg)

@@ -17,9 +17,7 @@ import time
 
 import torch
 
-from detectron2.config import get_cfg
-
-from dsla import add_dsla_config
+from dsla import get_dsla_cfg
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_net  # noqa: E402
@@ -55,11 +53,8 @@ def main(argv=None):
     train_net.main(train_args)
     metrics = final_metrics(args.output)
 
-    cfg = get_cfg()
-    add_dsla_config(cfg)
-    cfg.merge_from_file(train_args.config_file)
-    cfg.merge_from_list(train_args.opts)
-    cfg.MODEL.WEIGHTS = os.path.join(args.output, "model_final.pth")
+    weights = os.path.join(args.output, "model_final.pth")
+    cfg = get_dsla_cfg(train_args.config_file, [*train_args.opts, "MODEL.WEIGHTS", weights])
     vis_dir = os.path.join(args.output, "vis")
     visualize(cfg, cfg.DATASETS.TEST[0], vis_dir, args.num_vis, threshold=0.3)
     minutes = (time.perf_counter() - start) / 60

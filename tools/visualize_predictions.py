@@ -18,7 +18,6 @@ import cv2
 import numpy as np
 import tqdm
 
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
@@ -26,7 +25,7 @@ from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dsla import add_dsla_config  # noqa: E402
+from dsla import get_dsla_cfg  # noqa: E402
 from dsla.data import add_register_coco_argument, register_coco_datasets  # noqa: E402
 
 logger = logging.getLogger("dsla.visualize")
@@ -74,11 +73,7 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     setup_logger(name="dsla")
     register_coco_datasets(args.register_coco)
-    cfg = get_cfg()
-    add_dsla_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.freeze()
+    cfg = get_dsla_cfg(args.config_file, args.opts, freeze=True)
     dataset = args.dataset or cfg.DATASETS.TEST[0]
     paths = visualize(cfg, dataset, args.output, args.num_images, args.confidence_threshold)
     logger.info(f"Wrote {len(paths)} images (ground truth left, detections right) to {args.output}")

@@ -13,7 +13,7 @@ if importlib.util.find_spec("detectron2") is None:
     )
 
 from . import data  # noqa: F401  (registers the shapes_train / shapes_val datasets)
-from .config import add_dsla_config
+from .config import add_dsla_config, get_dsla_cfg
 from .label_assignment import dynamic_smooth_labels, smooth_label_targets
 from .losses import quality_focal_loss
 from .modeling import DSLA, DSLAHead, DSLAProposalGenerator
@@ -25,6 +25,7 @@ __all__ = [
     "DSLAHead",
     "DSLAProposalGenerator",
     "add_dsla_config",
+    "get_dsla_cfg",
     "dynamic_smooth_labels",
     "quality_focal_loss",
     "smooth_label_targets",

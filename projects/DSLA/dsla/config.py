@@ -1,4 +1,7 @@
+from typing import Sequence
+
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
 from .evaluation.score_iou import add_score_iou_config
 from .modeling.backbone.swin import add_swin_config
@@ -54,3 +57,14 @@ def add_dsla_config(cfg):
     add_tiny_convnet_config(cfg)
     add_swin_config(cfg)
     add_solver_config(cfg)
+
+
+def get_dsla_cfg(config_file: str, opts: Sequence[str] = (), freeze: bool = False) -> CN:
+    """detectron2's default config with the DSLA keys, merged with ``config_file`` and ``KEY VALUE`` ``opts``."""
+    cfg = get_cfg()
+    add_dsla_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if freeze:
+        cfg.freeze()
+    return cfg
