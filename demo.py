@@ -25,7 +25,7 @@ from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from dsla import get_dsla_cfg
-from dsla.data import add_register_coco_argument, register_coco_datasets
+from dsla.data import add_register_coco_argument, dataset_classes, register_coco_datasets
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger("dsla.demo")
@@ -132,6 +132,9 @@ def main(argv=None):
     cfg = setup_cfg(args)
     dataset = args.dataset or (cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused")
     metadata = MetadataCatalog.get(dataset)
+    if metadata.get("thing_classes") is None and metadata.get("json_file"):
+        # A --register-coco dataset gets its class names only when loaded; read them from its JSON instead.
+        metadata.thing_classes = dataset_classes(dataset)
     predictor = DefaultPredictor(cfg)
     if args.input:
         run_on_images(predictor, metadata, expand_inputs(args.input), args)

@@ -11,7 +11,6 @@ Arguments are detectron2's (``--resume``, ``--eval-only``, ``--num-gpus``, ``--n
 import contextlib
 import functools
 import importlib.util
-import logging
 import os
 import weakref
 
@@ -25,8 +24,6 @@ from dsla.checkpoint import AtomicCheckpointer
 from dsla.data import DSLADatasetMapper, add_register_coco_argument, check_num_classes, register_coco_datasets
 from dsla.evaluation import ScoreIoUEvaluator
 from dsla.solver import build_optimizer
-
-logger = logging.getLogger("dsla")
 
 
 @contextlib.contextmanager

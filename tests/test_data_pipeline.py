@@ -77,3 +77,12 @@ def test_mapper_output_matches_detectron2_for_valid_records(registered):
     assert out["image"].shape[0] == 3
     assert len(out["instances"]) == len(record["annotations"])
     assert np.isfinite(out["instances"].gt_boxes.tensor.numpy()).all()
+
+
+def test_annotation_without_category_id_is_named(registered):
+    name, _, _ = registered
+    record = DatasetCatalog.get(name)[0]
+    del record["annotations"][0]["category_id"]
+    mapper = DSLADatasetMapper(load_config(QUICKSTART), is_train=True)
+    with pytest.raises(ValueError, match="annotation 0 has no category_id"):
+        mapper(record)

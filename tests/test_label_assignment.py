@@ -217,6 +217,11 @@ def test_interval_relaxation_with_zero_gamma_matches_indicator_elementwise():
     assert torch.equal(h, ((m >= 64) & (m <= 128)).float())
 
 
+def test_negative_relaxation_is_rejected():
+    with pytest.raises(ValueError, match="gamma must be >= 0"):
+        interval_relaxation(torch.tensor([10.0]), torch.tensor(0.0), torch.tensor(64.0), -0.1)
+
+
 def test_infinite_hi_has_no_upper_shoulder_and_stays_finite():
     # Level (512, inf), stride 128, gamma 0.2: lo' = 409.6.
     # m = 5000 -> h = 1; m = 450 -> h = (450 - 409.6) / (512 - 409.6) = 40.4 / 102.4 = 0.39453125.

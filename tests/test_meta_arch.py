@@ -2,11 +2,13 @@
 import pytest
 import torch
 
-from detectron2.modeling import build_model
+from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from conftest import load_config
+
+from dsla.modeling import DSLA
 
 R50 = "configs/DSLA/dsla_R_50_FPN_1x.yaml"
 
@@ -33,6 +35,7 @@ def test_config_loads_the_r50_recipe():
     assert cfg.SOLVER.CLIP_GRADIENTS.ENABLED and cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE == 35.0
     assert cfg.SOLVER.WARMUP_METHOD == "constant" and cfg.SOLVER.WARMUP_FACTOR == pytest.approx(1 / 3)
     assert cfg.SOLVER.BIAS_LR_FACTOR == 2.0 and cfg.SOLVER.WEIGHT_DECAY_BIAS == 0.0
+    assert cfg.SOLVER.WEIGHT_DECAY == cfg.SOLVER.WEIGHT_DECAY_NORM == 0.0001
     assert tuple(cfg.SOLVER.STEPS) == (60000, 80000) and cfg.SOLVER.MAX_ITER == 90000
 
 
@@ -48,7 +51,7 @@ def test_training_step_gives_finite_losses_and_gradients():
     head = model.proposal_generator.head
     assert head.cls_score.weight.grad.abs().sum() > 0
     assert head.bbox_pred.weight.grad.abs().sum() > 0
-    assert model.backbone.fpn_output5.weight.grad is not None
+    assert model.backbone.fpn_output5.weight.grad.abs().sum() > 0
     # FREEZE_AT 2: stem and res2 are frozen.
     assert model.backbone.bottom_up.stem.conv1.weight.grad is None
 
@@ -74,6 +77,18 @@ def test_p6_is_computed_from_the_p5_output():
     assert top.p6.in_channels == 256
 
 
+def test_a_subclass_of_the_dsla_detector_still_gets_detections_not_proposals():
+    name = "DSLASubclassForTest"
+    if name not in META_ARCH_REGISTRY:
+        META_ARCH_REGISTRY.register(type(name, (DSLA,), {}))
+    model = build_model(load_config(R50, ["MODEL.META_ARCHITECTURE", name, "MODEL.DSLA.SCORE_THRESH_TEST", "0.0"]))
+    assert not model.proposal_generator.two_stage
+    model.eval()
+    with torch.no_grad():
+        outputs = model([{"image": torch.rand(3, 96, 128) * 255}])
+    assert outputs[0]["instances"].has("pred_classes")
+
+
 def test_dsla_as_the_first_stage_of_a_two_stage_detector():
     opts = [
         "MODEL.META_ARCHITECTURE", "GeneralizedRCNN",
@@ -90,6 +105,7 @@ def test_dsla_as_the_first_stage_of_a_two_stage_detector():
         "MODEL.DSLA.SCORE_THRESH_TEST", "0.0",
     ]
     model = build_model(load_config(R50, opts))
+    assert model.proposal_generator.two_stage
     model.train()
     with EventStorage():
         losses = model(_inputs())

@@ -63,7 +63,7 @@ def test_blocks_pad_to_whole_windows_before_the_cyclic_shift(swin):
         attn = block._attn(padded)[:, :10, :12]
         expected = x + attn
         expected = expected + block.mlp(block.norm2(expected))
-        torch.testing.assert_close(_swin_block_forward(block, x), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(_swin_block_forward(block, x, {}), expected, rtol=1e-5, atol=1e-5)
 
 
 def _timm_to_official(state_dict):

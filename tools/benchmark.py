@@ -27,7 +27,6 @@ import math
 import multiprocessing as mp
 import os
 import statistics
-import sys
 import time
 from contextlib import contextmanager
 

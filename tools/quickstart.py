@@ -10,7 +10,6 @@ The dataset is generated on first use (``datasets/dsla_shapes``, or ``$DSLA_SHAP
 """
 import argparse
 import json
-import logging
 import os
 import sys
 import time
@@ -24,8 +23,6 @@ import train_net  # noqa: E402
 from tools.visualize_predictions import visualize  # noqa: E402
 
 CONFIG = "configs/DSLA/dsla_quickstart_shapes.yaml"
-logger = logging.getLogger("dsla.quickstart")
-
 
 def final_metrics(output_dir):
     """The last evaluation written to ``metrics.json`` by detectron2's writers."""

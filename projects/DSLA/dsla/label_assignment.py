@@ -57,21 +57,23 @@ def interval_relaxation(max_dist: Tensor, lo: Tensor, hi: Tensor, gamma: float) 
     Returns:
         Tensor of the broadcast shape, values in [0, 1].
     """
+    if gamma < 0:
+        raise ValueError(f"The interval relaxation gamma must be >= 0, got {gamma}")
     m = max_dist
     inside = (m >= lo) & (m <= hi)
     h = inside.to(m.dtype)
-    if gamma <= 0:
+    if gamma == 0:
         return h
     lo_relaxed = lo * (1.0 - gamma)
     hi_relaxed = hi * (1.0 + gamma)
-    # Where lo = 0 the lower shoulder is empty; where hi = inf the upper one is. Denominators are kept
-    # positive there so that the unused branch of `where` stays finite.
+    # Where lo = 0 the lower shoulder is empty; where hi = inf the upper one is (the unused branch of `where`
+    # may then hold inf or nan, which it discards).
     lower = (m >= lo_relaxed) & (m < lo)
     h_lower = (m - lo_relaxed) / (lo - lo_relaxed).clamp(min=1e-12)
     upper = (m > hi) & (m <= hi_relaxed) & torch.isfinite(hi)
-    h_upper = (hi_relaxed - m) / (hi_relaxed - hi).nan_to_num(posinf=1.0).clamp(min=1e-12)
+    h_upper = (hi_relaxed - m) / (hi_relaxed - hi).clamp(min=1e-12)
     h = torch.where(lower, h_lower, h)
-    return torch.where(upper, h_upper.nan_to_num(0.0), h)
+    return torch.where(upper, h_upper, h)
 
 
 def centerness_with_core_zone(

@@ -2,9 +2,6 @@
 Optimizers of the DSLA configs: detectron2's SGD for the ResNet models and AdamW for Swin, selected by
 ``SOLVER.OPTIMIZER``, with the gradient clipping of the authors' configs (total norm over the whole model).
 """
-import itertools
-from typing import Type
-
 import torch
 
 from detectron2.config import CfgNode
@@ -23,25 +20,23 @@ def add_solver_config(cfg):
     cfg.SOLVER.OPTIMIZER = "SGD"
 
 
-def _with_full_model_gradient_clipping(cfg: CfgNode, optimizer: Type[torch.optim.Optimizer]):
+def _add_gradient_clipping(cfg: CfgNode, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     """
     detectron2's gradient clipping, plus ``CLIP_TYPE: "full_model"``: clip the L2 norm of all gradients
-    together, as mmdetection's ``grad_clip=dict(max_norm=35, norm_type=2)`` does; detectron2's "norm" clips
-    each parameter on its own.
+    together before each step, as mmdetection's ``grad_clip=dict(max_norm=35, norm_type=2)`` does; detectron2's
+    "norm" clips each parameter on its own.
     """
     clip = cfg.SOLVER.CLIP_GRADIENTS
     if not (clip.ENABLED and clip.CLIP_TYPE == "full_model"):
         return maybe_add_gradient_clipping(cfg, optimizer)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     max_norm, norm_type = clip.CLIP_VALUE, clip.NORM_TYPE
 
-    class FullModelGradientClippingOptimizer(optimizer):
-        def step(self, closure=None):
-            params = itertools.chain(*[group["params"] for group in self.param_groups])
-            torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
-            return super().step(closure=closure)
+    def clip_all_gradients(_optimizer, _args, _kwargs):
+        torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
 
-    FullModelGradientClippingOptimizer.__name__ = optimizer.__name__ + "WithFullModelGradientClip"
-    return FullModelGradientClippingOptimizer
+    optimizer.register_step_pre_hook(clip_all_gradients)
+    return optimizer
 
 
 def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -62,9 +57,11 @@ def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimiz
     )
     name = cfg.SOLVER.OPTIMIZER.upper()
     if name == "SGD":
-        optimizer = _with_full_model_gradient_clipping(cfg, torch.optim.SGD)
-        return optimizer(params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV)
-    if name == "ADAMW":
-        optimizer = _with_full_model_gradient_clipping(cfg, torch.optim.AdamW)
-        return optimizer(params, lr=cfg.SOLVER.BASE_LR)
-    raise ValueError(f"Unknown SOLVER.OPTIMIZER '{cfg.SOLVER.OPTIMIZER}'; expected 'SGD' or 'ADAMW'")
+        optimizer = torch.optim.SGD(
+            params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV
+        )
+    elif name == "ADAMW":
+        optimizer = torch.optim.AdamW(params, lr=cfg.SOLVER.BASE_LR)
+    else:
+        raise ValueError(f"Unknown SOLVER.OPTIMIZER '{cfg.SOLVER.OPTIMIZER}'; expected 'SGD' or 'ADAMW'")
+    return _add_gradient_clipping(cfg, optimizer)

@@ -217,7 +217,9 @@ def convert_mmdet_state_dict(state_dict: Dict[str, Tensor], target: Dict[str, Te
             value = transform(value)
         expected = target[new_key].shape
         if value.shape != expected:
-            if value.numel() != target[new_key].numel():
+            # Only singleton dimensions may differ (e.g. a scalar stored as [1]); any other reshape could hide a
+            # mis-mapped or transposed weight of the same size.
+            if value.squeeze().shape != target[new_key].squeeze().shape:
                 result.unmatched.append((key, f"shape {tuple(value.shape)} != {tuple(expected)} of {new_key}"))
                 continue
             value = value.reshape(expected)

@@ -55,6 +55,8 @@ class DSLADatasetMapper(DatasetMapper):
                 f"{where} has a box of negative width or height {bbox} ({BoxMode(anno['bbox_mode']).name})"
             )
         class_id = anno.get("category_id")
+        if class_id is None:
+            raise ValueError(f"{where} has no category_id")
         if self.num_classes is not None and not 0 <= class_id < self.num_classes:
             raise ValueError(
                 f"{where} has class id {class_id}, outside [0, {self.num_classes}) for a model of "

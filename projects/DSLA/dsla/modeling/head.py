@@ -73,17 +73,12 @@ class DSLAHead(nn.Module):
         self.bbox_pred = nn.Conv2d(in_channels, 4, kernel_size=3, padding=1)
         self.scales = nn.ModuleList([Scale(1.0) for _ in self.strides])
 
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
+        for name, module in self.named_modules():
+            # The offset convs of deformable layers keep their zero init: those layers start as plain convs.
+            if isinstance(module, (nn.Conv2d, ModulatedDeformConv2d)) and not name.endswith("conv_offset"):
                 nn.init.normal_(module.weight, std=0.01)
                 if module.bias is not None:
                     nn.init.constant_(module.bias, 0)
-        for module in self.modules():
-            # The offset convs of deformable layers start at zero: they begin as plain convs.
-            if isinstance(module, ModulatedDeformConv2d):
-                nn.init.normal_(module.weight, std=0.01)
-                nn.init.zeros_(module.conv_offset.weight)
-                nn.init.zeros_(module.conv_offset.bias)
         nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
 
     @staticmethod

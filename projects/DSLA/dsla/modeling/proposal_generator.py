@@ -1,4 +1,3 @@
-import logging
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -6,6 +5,7 @@ from torch import Tensor, nn
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, batched_nms, cat
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.proposal_generator import PROPOSAL_GENERATOR_REGISTRY
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
@@ -13,10 +13,9 @@ from detectron2.utils.events import get_event_storage
 from ..label_assignment import dynamic_smooth_labels, level_points, smooth_label_targets
 from ..losses import all_reduce_mean, box_regression_loss, paired_iou, quality_focal_loss
 from .head import DSLAHead
+from .meta_arch import DSLA as DSLADetector
 
 __all__ = ["DSLA"]
-
-logger = logging.getLogger(__name__)
 
 
 @PROPOSAL_GENERATOR_REGISTRY.register()
@@ -115,7 +114,9 @@ class DSLA(nn.Module):
                 f"MODEL.DSLA.FPN_STRIDES {strides} disagree with the backbone's strides {backbone_strides} "
                 f"for {in_features}"
             )
-        two_stage = cfg.MODEL.META_ARCHITECTURE != "DSLA"
+        # Inside the DSLA detector (or a subclass) the head gives the detections; in any other architecture it is
+        # the first stage and gives proposals.
+        two_stage = not issubclass(META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE), DSLADetector)
         return {
             "head": DSLAHead(cfg, shapes),
             "in_features": in_features,
@@ -253,13 +254,14 @@ class DSLA(nn.Module):
         ious = paired_iou(pred_pos.detach(), target_pos)
         dynamic = dynamic_smooth_labels(static_pos, ious, self.iou_coupling, self.iou_only)
 
+        # Normalizers: sum(y_d) and sum(y_s), averaged over the workers in one all-reduce.
+        cls_normalizer, box_normalizer = all_reduce_mean(torch.stack([dynamic.sum(), static_pos.sum()])).clamp(min=1.0)
+
         cls_targets = torch.zeros_like(logits)
         img_idx, point_idx = pos.nonzero(as_tuple=True)
         cls_targets[img_idx, point_idx, classes[img_idx, point_idx]] = dynamic
-        cls_normalizer = all_reduce_mean(dynamic.sum()).clamp(min=1.0)
         loss_cls = quality_focal_loss(logits, cls_targets, self.qfl_beta).sum() / cls_normalizer
 
-        box_normalizer = all_reduce_mean(static_pos.sum()).clamp(min=1.0)
         box_loss = box_regression_loss(pred_pos, target_pos, self.box_loss_type)
         # The zero term keeps the box branch in the graph when no point is positive: DDP expects a gradient
         # for every parameter.

@@ -1,22 +1,20 @@
 """
 ResNet and ResNeXt with deformable stages, through ``torchvision.ops.deform_conv2d``.
 
-detectron2's own ``DeformBottleneckBlock`` needs its compiled ops (``detectron2._C``); the block here is
-detectron2's :class:`BottleneckBlock` whose 3x3 conv is a :class:`dsla.layers.DeformConv2d`, so DCN configs run
-with either build of detectron2. Everything else (stem, stages, freezing, output shapes) is detectron2's
-:class:`ResNet`, configured by the usual ``MODEL.RESNETS`` keys.
+detectron2's own ``DeformBottleneckBlock`` needs its compiled ops (``detectron2._C``). Here detectron2 builds its
+plain :class:`ResNet` from the usual ``MODEL.RESNETS`` keys, and the 3x3 convs of the deformable stages are then
+replaced by :class:`dsla.layers.DeformConv2d`, so DCN configs run with either build of detectron2.
 """
-import fvcore.nn.weight_init as weight_init
 from torch import nn
 from torch.nn import functional as F
 
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
-from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
+from detectron2.modeling.backbone.resnet import BottleneckBlock, ResNet, build_resnet_backbone
 
 from ...layers import DeformConv2d
 
-__all__ = ["DeformBottleneckBlock", "FrozenStatsBatchNorm2d", "build_dsla_resnet_backbone"]
+__all__ = ["FrozenStatsBatchNorm2d", "build_dsla_resnet_backbone", "make_deformable"]
 
 
 class FrozenStatsBatchNorm2d(nn.BatchNorm2d):
@@ -34,123 +32,68 @@ class FrozenStatsBatchNorm2d(nn.BatchNorm2d):
         )
 
 
-# Norm names that detectron2's `get_norm` does not know.
-_NORMS = {"FrozenStatsBN": FrozenStatsBatchNorm2d}
-
-
-class DeformBottleneckBlock(BottleneckBlock):
+def make_deformable(block: BottleneckBlock, modulated: bool = False, deformable_groups: int = 1) -> BottleneckBlock:
     """
-    detectron2's :class:`BottleneckBlock` with a deformable 3x3 conv (DCNv1, or DCNv2 with
-    ``deform_modulated``) that predicts its offsets with its own zero-initialized conv, ``conv2.conv_offset``,
-    as mmcv's ``DeformConv2dPack`` in the authors' backbones. Grouped convs (ResNeXt) are supported.
+    Turn the 3x3 conv of detectron2's :class:`BottleneckBlock` into a :class:`dsla.layers.DeformConv2d` (DCNv1, or
+    DCNv2 with ``modulated``) with the same weights and norm, in place. Its offsets come from its own
+    zero-initialized conv, ``conv2.conv_offset``, as mmcv's ``DeformConv2dPack`` in the authors' backbones: until the
+    offsets train, a DCNv1 block computes what it computed before (DCNv2 scales the conv by sigmoid(0) = 0.5).
     """
+    if not isinstance(block, BottleneckBlock):
+        raise ValueError(f"Deformable stages need bottleneck blocks (ResNet-50 and deeper), got {type(block).__name__}")
+    conv = block.conv2
+    deform = DeformConv2d(
+        conv.in_channels,
+        conv.out_channels,
+        kernel_size=conv.kernel_size[0],
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        deformable_groups=deformable_groups,
+        bias=conv.bias is not None,
+        modulated=modulated,
+    )
+    deform.weight.data.copy_(conv.weight.data)
+    if conv.bias is not None:
+        deform.bias.data.copy_(conv.bias.data)
+    deform.norm = conv.norm
+    block.conv2 = deform
+    return block
 
-    def __init__(
-        self,
-        in_channels,
-        out_channels,
-        *,
-        bottleneck_channels,
-        stride=1,
-        num_groups=1,
-        norm="BN",
-        stride_in_1x1=False,
-        dilation=1,
-        deform_modulated=False,
-        deform_num_groups=1,
-    ):
-        """
-        Args:
-            deform_modulated: use DCNv2 (a sigmoid mask per tap) instead of DCNv1.
-            deform_num_groups: offset groups of the deformable conv.
-            others: see :class:`BottleneckBlock`.
-        """
-        super().__init__(
-            in_channels,
-            out_channels,
-            bottleneck_channels=bottleneck_channels,
-            stride=stride,
-            num_groups=num_groups,
-            norm=norm,
-            stride_in_1x1=stride_in_1x1,
-            dilation=dilation,
-        )
-        self.conv2 = DeformConv2d(
-            bottleneck_channels,
-            bottleneck_channels,
-            kernel_size=3,
-            stride=1 if stride_in_1x1 else stride,
-            padding=dilation,
-            dilation=dilation,
-            groups=num_groups,
-            deformable_groups=deform_num_groups,
-            bias=False,
-            modulated=deform_modulated,
-            norm=norm,
-        )
-        # c2_msra_fill leaves the offset conv alone: it stays zero, so the block starts as a plain bottleneck.
-        weight_init.c2_msra_fill(self.conv2)
+
+def _use_frozen_stats_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every ``nn.BatchNorm2d`` in ``module`` by a :class:`FrozenStatsBatchNorm2d` with its state."""
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            frozen_stats = FrozenStatsBatchNorm2d(child.num_features, eps=child.eps)
+            frozen_stats.load_state_dict(child.state_dict())
+            setattr(module, name, frozen_stats)
+        else:
+            _use_frozen_stats_batchnorm(child)
+    return module
 
 
 @BACKBONE_REGISTRY.register()
 def build_dsla_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     """
-    detectron2's ResNet/ResNeXt from ``cfg.MODEL.RESNETS``, as ``build_resnet_backbone`` builds it, except that
-    the stages in ``DEFORM_ON_PER_STAGE`` use :class:`DeformBottleneckBlock` and ``NORM`` may also be
-    ``"FrozenStatsBN"`` (:class:`FrozenStatsBatchNorm2d`).
+    detectron2's ResNet/ResNeXt from ``cfg.MODEL.RESNETS`` (``build_resnet_backbone``), except that the 3x3 convs
+    of the stages in ``DEFORM_ON_PER_STAGE`` are deformable through torchvision (:func:`make_deformable`), and
+    ``NORM`` may also be ``"FrozenStatsBN"`` (:class:`FrozenStatsBatchNorm2d`).
     """
     res = cfg.MODEL.RESNETS
-    norm = _NORMS.get(res.NORM, res.NORM)
-    depth = res.DEPTH
-    num_blocks_per_stage = {
-        18: [2, 2, 2, 2],
-        34: [3, 4, 6, 3],
-        50: [3, 4, 6, 3],
-        101: [3, 4, 23, 3],
-        152: [3, 8, 36, 3],
-    }[depth]
-    basic = depth in (18, 34)
-    if basic and (any(res.DEFORM_ON_PER_STAGE) or res.NUM_GROUPS != 1 or res.RES5_DILATION != 1):
-        raise ValueError("R-18/R-34 support neither deformable stages, groups nor res5 dilation")
-    if basic and res.RES2_OUT_CHANNELS != 64:
-        raise ValueError("R-18/R-34 need MODEL.RESNETS.RES2_OUT_CHANNELS = 64")
-    if res.RES5_DILATION not in (1, 2):
-        raise ValueError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {res.RES5_DILATION}")
-
-    stem = BasicStem(in_channels=input_shape.channels, out_channels=res.STEM_OUT_CHANNELS, norm=norm)
-    in_channels = res.STEM_OUT_CHANNELS
-    out_channels = res.RES2_OUT_CHANNELS
-    bottleneck_channels = res.NUM_GROUPS * res.WIDTH_PER_GROUP
-    stages = []
-    for idx, stage_idx in enumerate(range(2, 6)):
-        dilation = res.RES5_DILATION if stage_idx == 5 else 1
-        first_stride = 1 if idx == 0 or dilation == 2 else 2
-        stage_kwargs = {
-            "num_blocks": num_blocks_per_stage[idx],
-            "stride_per_block": [first_stride] + [1] * (num_blocks_per_stage[idx] - 1),
-            "in_channels": in_channels,
-            "out_channels": out_channels,
-            "norm": norm,
-        }
-        if basic:
-            stage_kwargs["block_class"] = BasicBlock
-        else:
-            stage_kwargs.update(
-                bottleneck_channels=bottleneck_channels,
-                stride_in_1x1=res.STRIDE_IN_1X1,
-                dilation=dilation,
-                num_groups=res.NUM_GROUPS,
-            )
-            if res.DEFORM_ON_PER_STAGE[idx]:
-                stage_kwargs.update(
-                    block_class=DeformBottleneckBlock,
-                    deform_modulated=res.DEFORM_MODULATED,
-                    deform_num_groups=res.DEFORM_NUM_GROUPS,
-                )
-            else:
-                stage_kwargs["block_class"] = BottleneckBlock
-        stages.append(ResNet.make_stage(**stage_kwargs))
-        in_channels = out_channels
-        out_channels *= 2
-        bottleneck_channels *= 2
-    return ResNet(stem, stages, out_features=res.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+    plain = cfg.clone()
+    plain.defrost()
+    # detectron2 builds the plain network; deformable convs, the norm and freezing are applied afterwards.
+    plain.MODEL.RESNETS.DEFORM_ON_PER_STAGE = [False] * 4
+    plain.MODEL.BACKBONE.FREEZE_AT = 0
+    if res.NORM == "FrozenStatsBN":
+        plain.MODEL.RESNETS.NORM = "BN"
+    model = build_resnet_backbone(plain, input_shape)
+    for stage_name, deform in zip(("res2", "res3", "res4", "res5"), res.DEFORM_ON_PER_STAGE):
+        if deform and hasattr(model, stage_name):
+            for block in getattr(model, stage_name):
+                make_deformable(block, res.DEFORM_MODULATED, res.DEFORM_NUM_GROUPS)
+    if res.NORM == "FrozenStatsBN":
+        _use_frozen_stats_batchnorm(model)
+    return model.freeze(cfg.MODEL.BACKBONE.FREEZE_AT)

@@ -65,10 +65,11 @@ def load_swin_imagenet_weights(model: nn.Module, path: str) -> None:
     logger.info(f"Loaded Swin ImageNet weights from {path}")
 
 
-def _swin_block_forward(block: nn.Module, x: Tensor) -> Tensor:
+def _swin_block_forward(block: nn.Module, x: Tensor, attn_masks: Dict) -> Tensor:
     """
     One timm ``SwinTransformerBlock`` on ``Tensor[N, H, W, C]``, padding to whole windows *before* the cyclic
-    shift, as the detection Swin does.
+    shift, as the detection Swin does. ``attn_masks`` caches the shifted-window masks of one forward pass: every
+    shifted block of a stage needs the same one.
     """
     _, H, W, C = x.shape
     win_h, win_w = block.window_size
@@ -81,7 +82,12 @@ def _swin_block_forward(block: nn.Module, x: Tensor) -> Tensor:
     if has_shift:
         x = torch.roll(x, shifts=(-shift_h, -shift_w), dims=(1, 2))
     # Shifted windows mix regions that are not neighbours in the image; the mask keeps them apart.
-    attn_mask = block.get_attn_mask(x) if has_shift else None
+    attn_mask = None
+    if has_shift:
+        key = (Hp, Wp, block.window_size, block.shift_size)
+        if key not in attn_masks:
+            attn_masks[key] = block.get_attn_mask(x)
+        attn_mask = attn_masks[key]
     windows = window_partition(x, (win_h, win_w)).view(-1, win_h * win_w, C)
     windows = block.attn(windows, mask=attn_mask).view(-1, win_h, win_w, C)
     x = window_reverse(windows, (win_h, win_w), Hp, Wp)
@@ -172,11 +178,11 @@ class SwinTransformer(Backbone):
         patch_h, patch_w = self.patch_size
         x = F.pad(x, (0, -x.shape[-1] % patch_w, 0, -x.shape[-2] % patch_h))
         x = self.patch_embed(x)  # [N, H/4, W/4, C]
-        outputs = {}
+        outputs, attn_masks = {}, {}
         for i, stage in enumerate(self.layers):
             x = stage.downsample(x)
             for block in stage.blocks:
-                x = _swin_block_forward(block, x)
+                x = _swin_block_forward(block, x, attn_masks)
             name = f"stage{i + 1}"
             if name in self._out_features:
                 outputs[name] = self.out_norms[name](x).permute(0, 3, 1, 2).contiguous()
