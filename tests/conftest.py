@@ -7,8 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
+from detectron2.data import DatasetCatalog
+
 
 from dsla import get_dsla_cfg
+from dsla.data import register_shapes_datasets
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # train_net.py, demo.py and tools/ live at the repository root, outside the installed package.
@@ -57,6 +60,35 @@ def write_coco_dataset(root, num_images=4, size=(96, 128), num_classes=2, seed=0
     with open(json_path, "w") as f:
         json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
     return json_path, image_root
+
+
+SMALL_SHAPES = {"num_train": 16, "num_val": 4}
+
+
+@pytest.fixture
+def shapes_root(tmp_path):
+    """
+    A small copy of the shapes dataset registered as shapes_train / shapes_val, generated here once so that the
+    training processes a test starts find it ready; the default registration is restored afterwards.
+    """
+    root = tmp_path / "shapes"
+    register_shapes_datasets(root=str(root), **SMALL_SHAPES)
+    DatasetCatalog.get("shapes_train")
+    DatasetCatalog.get("shapes_val")
+    yield root
+    register_shapes_datasets()
+
+
+def shapes_env(root):
+    """Environment for a subprocess (train_net.py) that registers the same small shapes dataset."""
+    return {
+        **os.environ,
+        "DSLA_SHAPES_ROOT": str(root),
+        "DSLA_SHAPES_NUM_TRAIN": str(SMALL_SHAPES["num_train"]),
+        "DSLA_SHAPES_NUM_VAL": str(SMALL_SHAPES["num_val"]),
+        # One intra-op thread per process: on two cores, more threads only wait for each other.
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 @pytest.fixture(autouse=True, scope="session")

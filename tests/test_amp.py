@@ -16,7 +16,6 @@ from conftest import load_config
 
 import dsla.modeling.proposal_generator as proposal_generator
 import train_net
-from dsla.data import register_shapes_datasets
 
 QUICKSTART = "configs/DSLA/dsla_quickstart_shapes.yaml"
 
@@ -83,13 +82,6 @@ def test_inference_under_cpu_bfloat16_autocast_gives_finite_detections():
     assert torch.isfinite(instances.pred_boxes.tensor.float()).all() and torch.isfinite(instances.scores.float()).all()
 
 
-@pytest.fixture
-def shapes_dataset(tmp_path):
-    register_shapes_datasets(root=str(tmp_path / "shapes"), num_train=8, num_val=2)
-    yield
-    register_shapes_datasets()
-
-
 def _train_args(tmp_path, device):
     return train_net.argument_parser().parse_args([
         "--config-file", QUICKSTART,
@@ -105,7 +97,7 @@ def _train_args(tmp_path, device):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
-def test_amp_solver_option_needs_cuda(shapes_dataset, tmp_path):
+def test_amp_solver_option_needs_cuda(shapes_root, tmp_path):
     # detectron2's AMPTrainer autocasts with torch.cuda.amp and asserts CUDA at the first step; AMP training on
     # the CPU is not offered (the CPU test above covers the DSLA losses under CPU autocast).
     with pytest.raises(AssertionError, match="CUDA is required for AMP training"):
@@ -113,7 +105,7 @@ def test_amp_solver_option_needs_cuda(shapes_dataset, tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_amp_training_on_cuda_keeps_the_losses_in_float32(shapes_dataset, tmp_path, loss_dtypes):
+def test_amp_training_on_cuda_keeps_the_losses_in_float32(shapes_root, tmp_path, loss_dtypes):
     train_net.main(_train_args(tmp_path, "cuda"))
     assert loss_dtypes["qfl"] == (torch.float32,) * 3
     assert loss_dtypes["box"] == (torch.float32,) * 3

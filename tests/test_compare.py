@@ -2,22 +2,13 @@
 import json
 import os
 
-import pytest
 from PIL import Image
 
 from tools import compare
-from dsla.data import register_shapes_datasets
 
 
-@pytest.fixture
-def tiny_shapes(tmp_path):
-    register_shapes_datasets(root=str(tmp_path / "shapes"), num_train=16, num_val=6)
-    yield tmp_path
-    register_shapes_datasets()
-
-
-def test_trains_both_detectors_and_writes_ap_consistency_and_plots(tiny_shapes):
-    out = tiny_shapes / "compare"
+def test_trains_both_detectors_and_writes_ap_consistency_and_plots(shapes_root):
+    out = shapes_root / "compare"
     summary = compare.main(
         ["--output", str(out), "--device", "cpu", "SOLVER.MAX_ITER", "6", "SOLVER.IMS_PER_BATCH", "4",
          "SOLVER.WARMUP_ITERS", "2", "DATALOADER.NUM_WORKERS", "0", "MODEL.DSLA.SCORE_THRESH_TEST", "0.0",

@@ -15,14 +15,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from detectron2.data import DatasetCatalog
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, shapes_env
 
 import dsla.modeling.proposal_generator as proposal_generator
-from dsla.data import register_shapes_datasets
 from dsla.label_assignment import level_points
 from dsla.modeling import DSLAProposalGenerator
 
@@ -131,27 +129,9 @@ def test_two_workers_average_to_the_single_process_losses_and_gradients(tmp_path
         assert abs(averaged_local.item() - expected.item()) > 0.05 * expected.item(), key
 
 
-@pytest.fixture
-def shapes_root(tmp_path):
-    """A small shapes dataset, generated here so that the two training workers do not both generate it."""
-    root = tmp_path / "shapes"
-    register_shapes_datasets(root=str(root), num_train=8, num_val=4)
-    DatasetCatalog.get("shapes_train")
-    DatasetCatalog.get("shapes_val")
-    yield root
-    register_shapes_datasets()
-
-
 def test_train_net_with_two_processes_on_the_cpu(shapes_root, tmp_path):
     out = tmp_path / "out"
-    env = {
-        **os.environ,
-        "DSLA_SHAPES_ROOT": str(shapes_root),
-        "DSLA_SHAPES_NUM_TRAIN": "8",
-        "DSLA_SHAPES_NUM_VAL": "4",
-        # One thread per worker: two workers on two cores; more threads only make them wait for each other.
-        "OMP_NUM_THREADS": "1",
-    }
+    env = shapes_env(shapes_root)
     proc = subprocess.run(
         [
             sys.executable, os.path.join(REPO_ROOT, "train_net.py"),

@@ -21,7 +21,7 @@ from detectron2.utils.events import EventStorage, get_event_storage
 from conftest import REPO_ROOT, load_config
 
 import train_net
-from dsla.data import DSLADatasetMapper, register_shapes_datasets
+from dsla.data import DSLADatasetMapper
 from dsla.modeling import DSLAProposalGenerator
 
 QUICKSTART = "configs/DSLA/dsla_quickstart_shapes.yaml"
@@ -294,14 +294,7 @@ def test_grayscale_and_exif_rotated_images_load_as_upright_three_channel_images(
     assert rotated["instances"].gt_boxes.tensor.tolist() == [[36, 0, 48, 16]]
 
 
-@pytest.fixture
-def shapes_dataset(tmp_path):
-    register_shapes_datasets(root=str(tmp_path / "shapes"), num_train=8, num_val=2)
-    yield
-    register_shapes_datasets()
-
-
-def test_non_finite_loss_stops_training_with_the_iteration(shapes_dataset, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_training_with_the_iteration(shapes_root, tmp_path, monkeypatch):
     losses = DSLAProposalGenerator.losses
 
     def nan_at_iteration_3(self, *args, **kwargs):

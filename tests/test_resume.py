@@ -13,16 +13,14 @@ import torch
 from torch import nn
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import DatasetCatalog
 from detectron2.engine import hooks
 from detectron2.modeling import build_model
 
-from conftest import REPO_ROOT, load_config
+from conftest import REPO_ROOT, load_config, shapes_env
 
 import dsla.checkpoint.atomic as atomic
 import train_net
 from dsla.checkpoint import AtomicCheckpointer
-from dsla.data import register_shapes_datasets
 
 QUICKSTART = "configs/DSLA/dsla_quickstart_shapes.yaml"
 
@@ -99,16 +97,6 @@ def test_failure_while_tagging_leaves_last_checkpoint_naming_a_complete_file(tmp
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000009.pth"
 
 
-@pytest.fixture
-def shapes_root(tmp_path):
-    """A small shapes dataset, generated once here rather than by each training process."""
-    root = tmp_path / "shapes"
-    register_shapes_datasets(root=str(root), num_train=16, num_val=4)
-    DatasetCatalog.get("shapes_train")
-    yield root
-    register_shapes_datasets()
-
-
 def test_trainer_checkpoints_atomically(shapes_root, tmp_path):
     cfg = load_config(QUICKSTART, [
         "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "out"),
@@ -136,13 +124,7 @@ def _train_command(out, *extra):
 
 def test_run_killed_after_a_checkpoint_resumes_from_it_and_finishes(shapes_root, tmp_path):
     out = tmp_path / "out"
-    env = {
-        **os.environ,
-        "DSLA_SHAPES_ROOT": str(shapes_root),
-        "DSLA_SHAPES_NUM_TRAIN": "16",
-        "DSLA_SHAPES_NUM_VAL": "4",
-        "OMP_NUM_THREADS": "1",
-    }
+    env = shapes_env(shapes_root)
     with open(tmp_path / "first.log", "w") as log:
         first = subprocess.Popen(_train_command(out), cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
