@@ -7,12 +7,11 @@ that is not a multiple of the window, the detection Swin pads it before the cycl
 then pads, which puts the shifted-in rows and the padding in different windows and attention groups. Detection
 inputs are rarely multiples of 7 * 32 pixels, so the block forward is the detection one here.
 """
-import logging
 from typing import Dict, Sequence
 
 import timm
 import torch
-from timm.models.swin_transformer import checkpoint_filter_fn, window_partition, window_reverse
+from timm.models.swin_transformer import window_partition, window_reverse
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -27,42 +26,21 @@ __all__ = [
     "add_swin_config",
     "build_dsla_swin_backbone",
     "build_dsla_swin_fpn_backbone",
-    "load_swin_imagenet_weights",
 ]
-
-logger = logging.getLogger(__name__)
 
 
 def add_swin_config(cfg):
     """Add the keys of the Swin backbone under ``cfg.MODEL.SWIN``."""
     cfg.MODEL.SWIN = CN()
-    # timm model name; the architecture is timm's, the weights come from PRETRAINED_WEIGHTS.
+    # timm model name: the architecture only. ImageNet weights arrive through MODEL.WEIGHTS, converted by
+    # tools/convert_swin_checkpoint.py.
     cfg.MODEL.SWIN.NAME = "swin_small_patch4_window7_224"
     cfg.MODEL.SWIN.DROP_PATH_RATE = 0.2
     # "stage1" ... "stage4" (strides 4 ... 32); C3-C5 are stages 2-4.
     cfg.MODEL.SWIN.OUT_FEATURES = ["stage2", "stage3", "stage4"]
-    # Local path to ImageNet weights, official Swin (.pth with "model") or timm (.pth / .safetensors) layout;
-    # "" for random initialization. Nothing is downloaded. MODEL.WEIGHTS, when set, is loaded afterwards.
-    cfg.MODEL.SWIN.PRETRAINED_WEIGHTS = ""
-
-
-def load_swin_imagenet_weights(model: nn.Module, path: str) -> None:
-    """
-    Load ImageNet weights from the local file ``path`` into a timm ``SwinTransformer``. Official Swin checkpoints
-    are converted by timm's ``checkpoint_filter_fn``; the classifier and the final norm are not used.
-
-    Raises:
-        ValueError: when the file leaves a parameter of the trunk unset.
-    """
-    state_dict = checkpoint_filter_fn(timm.models.load_state_dict(path), model)
-    state_dict = {k: v for k, v in state_dict.items() if not k.startswith(("head.", "norm."))}
-    incompatible = model.load_state_dict(state_dict, strict=False)
-    missing = [k for k in incompatible.missing_keys if not k.startswith(("head.", "norm."))]
-    if missing:
-        raise ValueError(f"{path} is not a checkpoint of this Swin: it lacks {missing}")
-    if incompatible.unexpected_keys:
-        logger.warning(f"Keys of {path} not used by the Swin backbone: {incompatible.unexpected_keys}")
-    logger.info(f"Loaded Swin ImageNet weights from {path}")
+    # Building a model reads no file any more; configs and command lines that still name this key keep loading,
+    # with a warning that it is ignored.
+    cfg.register_deprecated_key("MODEL.SWIN.PRETRAINED_WEIGHTS")
 
 
 def _swin_block_forward(block: nn.Module, x: Tensor, attn_masks: Dict) -> Tensor:
@@ -103,7 +81,9 @@ class SwinTransformer(Backbone):
     (strides 4, 8, 16, 32) out in NCHW, each through its own LayerNorm, as in the detection Swin. Any input size
     works (feature maps have size ``ceil(H / stride)``); detectors pad to :attr:`size_divisibility` anyway.
 
-    Parameters are timm's (``patch_embed.*``, ``layers.{i}.*``) plus ``out_norms.stage{i}.*``.
+    Parameters are timm's (``patch_embed.*``, ``layers.{i}.*``) plus ``out_norms.stage{i}.*``. The constructor
+    reads no weights: ``tools/convert_swin_checkpoint.py`` (:mod:`dsla.checkpoint.convert_swin`) turns an
+    ImageNet checkpoint into a file for ``MODEL.WEIGHTS``.
     """
 
     def __init__(
@@ -112,7 +92,6 @@ class SwinTransformer(Backbone):
         name: str = "swin_small_patch4_window7_224",
         drop_path_rate: float = 0.2,
         out_features: Sequence[str] = ("stage2", "stage3", "stage4"),
-        pretrained_weights: str = "",
         freeze_at: int = 0,
         in_chans: int = 3,
     ):
@@ -121,7 +100,6 @@ class SwinTransformer(Backbone):
             name: timm model name of a Swin Transformer (v1).
             drop_path_rate: stochastic depth rate of the last block; linear from 0 over the blocks.
             out_features: subset of "stage1" ... "stage4".
-            pretrained_weights: local path of ImageNet weights (see :func:`load_swin_imagenet_weights`), or "".
             freeze_at: 0 trains everything, 1 freezes the patch embedding, k > 1 also stages 1 ... k-1.
             in_chans: input channels.
         """
@@ -137,9 +115,6 @@ class SwinTransformer(Backbone):
             always_partition=True,
             strict_img_size=False,
         )
-        if pretrained_weights:
-            load_swin_imagenet_weights(swin, pretrained_weights)
-
         stage_names = [f"stage{i + 1}" for i in range(len(swin.layers))]
         unknown = [f for f in out_features if f not in stage_names]
         if unknown:
@@ -202,7 +177,6 @@ def build_dsla_swin_backbone(cfg, input_shape: ShapeSpec) -> SwinTransformer:
         name=cfg.MODEL.SWIN.NAME,
         drop_path_rate=cfg.MODEL.SWIN.DROP_PATH_RATE,
         out_features=cfg.MODEL.SWIN.OUT_FEATURES,
-        pretrained_weights=cfg.MODEL.SWIN.PRETRAINED_WEIGHTS,
         freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
         in_chans=input_shape.channels,
     )
