@@ -36,7 +36,7 @@ def test_config_loads_the_r50_recipe():
     assert cfg.SOLVER.WARMUP_METHOD == "constant" and cfg.SOLVER.WARMUP_FACTOR == pytest.approx(1 / 3)
     assert cfg.SOLVER.BIAS_LR_FACTOR == 2.0 and cfg.SOLVER.WEIGHT_DECAY_BIAS == 0.0
     assert cfg.SOLVER.WEIGHT_DECAY == cfg.SOLVER.WEIGHT_DECAY_NORM == 0.0001
-    assert tuple(cfg.SOLVER.STEPS) == (60000, 80000) and cfg.SOLVER.MAX_ITER == 90000
+    assert tuple(cfg.SOLVER.STEPS) == (58640, 80630) and cfg.SOLVER.MAX_ITER == 87960  # 7330 iterations per epoch
 
 
 def test_training_step_gives_finite_losses_and_gradients():

@@ -245,9 +245,17 @@ class DSLA(nn.Module):
         Returns:
             dict with ``loss_dsla_cls`` (QFL against ``y_d``) and ``loss_dsla_box`` (IoU/GIoU weighted by ``y_s``).
         """
-        static, classes, box_targets = self.label_points(points, gt_instances)  # [N, R], [N, R], [N, R, 4]
         logits = cat(logits, dim=1).float()  # [N, R, K]
         distances = cat(distances, dim=1).float()  # [N, R, 4]
+        # Named here, before any box check (fvcore's GIoU asserts on NaN boxes), with detectron2's exception
+        # and the iteration, as its trainer reports a non-finite loss. One check, one synchronization.
+        if not (torch.isfinite(logits).all() & torch.isfinite(distances).all()):
+            raise FloatingPointError(
+                f"DSLA predictions became infinite or NaN at iteration={get_event_storage().iter}! "
+                f"Finite logits: {bool(torch.isfinite(logits).all())}, "
+                f"finite distances: {bool(torch.isfinite(distances).all())}"
+            )
+        static, classes, box_targets = self.label_points(points, gt_instances)  # [N, R], [N, R], [N, R, 4]
 
         pos = static > 0
         pred_pos, target_pos, static_pos = distances[pos], box_targets[pos], static[pos]
@@ -286,27 +294,28 @@ class DSLA(nn.Module):
         image_sizes: List[Tuple[int, int]],
     ) -> List[Instances]:
         """
-        Per level: sigmoid scores above ``score_thresh_test``, at most ``topk_candidates_test`` per level;
-        decode, clip, class-wise NMS over all levels, keep ``max_detections_per_image``.
+        Detections of each image (spec section 5): candidates of each level (see :meth:`select_candidates`),
+        decoded and clipped; class-wise NMS over all levels; the best ``max_detections_per_image`` kept.
+        Boxes with a non-finite coordinate are dropped, the rest of the image's detections kept.
+
+        Nothing here branches in Python on a data-dependent size, so a traced or exported model works at every
+        input size.
         """
         results = []
         for img_idx, image_size in enumerate(image_sizes):
             boxes, scores, classes = [], [], []
             for points_l, logits_l, dist_l in zip(points, logits, distances):
-                scores_l = logits_l[img_idx].sigmoid().flatten()  # [Hi*Wi*K]
-                keep = torch.nonzero(scores_l > self.score_thresh_test).squeeze(1)
-                scores_l = scores_l[keep]
-                if len(keep) > self.topk_candidates_test:
-                    scores_l, top = scores_l.topk(self.topk_candidates_test)
-                    keep = keep[top]
-                point_idx, class_idx = keep // self.num_classes, keep % self.num_classes
+                point_idx, class_idx, scores_l = self.select_candidates(logits_l[img_idx])
                 xy, ltrb = points_l[point_idx], dist_l[img_idx, point_idx]
                 boxes.append(torch.cat([xy - ltrb[:, :2], xy + ltrb[:, 2:]], dim=1))
                 scores.append(scores_l)
                 classes.append(class_idx)
-            boxes = Boxes(cat(boxes))
+            boxes, scores, classes = cat(boxes), cat(scores), cat(classes)
+            # One overflowing distance must not cost the image all its detections (Boxes.clip asserts on it);
+            # masking, not branching, keeps this traceable.
+            finite = torch.isfinite(boxes).all(dim=1)
+            boxes, scores, classes = Boxes(boxes[finite]), scores[finite], classes[finite]
             boxes.clip(image_size)
-            scores, classes = cat(scores), cat(classes)
             keep = batched_nms(boxes.tensor, scores, classes, self.nms_thresh_test)
             keep = keep[: self.max_detections_per_image]
             result = Instances(image_size)
@@ -319,3 +328,31 @@ class DSLA(nn.Module):
                 result.pred_classes = classes[keep]
             results.append(result)
         return results
+
+    def select_candidates(self, logits: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """
+        Candidates of one level of one image, as the authors select them (mmdetection's ``nms_pre``): the
+        ``topk_candidates_test`` points with the highest maximum class score, then the (point, class) pairs of
+        those points whose score is above ``score_thresh_test``.
+
+        Args:
+            logits: Tensor[Hi*Wi, K].
+
+        Returns:
+            point_idx, class_idx: long Tensor[C] each; scores: Tensor[C], sigmoid of the logits.
+        """
+        scores = logits.sigmoid()
+        # torch.topk ranks NaN above every number: a NaN score must neither be a candidate nor push one out.
+        scores = torch.where(torch.isnan(scores), torch.zeros_like(scores), scores)
+        max_scores = scores.max(dim=1).values
+        num_points = max_scores.shape[0]
+        # In tracing the size is a traced tensor: clamping it (not `min`, not an `if`) keeps the cap valid at
+        # every input size, as detectron2's dense detectors do.
+        if isinstance(num_points, Tensor):
+            num_topk = torch.clamp(num_points, max=self.topk_candidates_test)
+        else:
+            num_topk = min(num_points, self.topk_candidates_test)
+        top_idx = max_scores.topk(num_topk).indices
+        top_scores = scores[top_idx]  # [k, K]
+        top_pos, class_idx = torch.nonzero(top_scores > self.score_thresh_test).unbind(dim=1)
+        return top_idx[top_pos], class_idx, top_scores[top_pos, class_idx]
