@@ -26,6 +26,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from dsla import get_dsla_cfg
 from dsla.data import add_register_coco_argument, dataset_classes, register_coco_datasets
+from dsla.engine import add_require_gpu_argument
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger("dsla.demo")
@@ -44,12 +45,19 @@ def get_parser():
     parser.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score to draw")
     parser.add_argument("--dataset", help="dataset whose class names to use (default: first of DATASETS.TEST)")
     add_register_coco_argument(parser)
+    add_require_gpu_argument(parser)
     parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     return parser
 
 
 def setup_cfg(args):
-    return get_dsla_cfg(args.config_file, args.opts, freeze=True)
+    cfg = get_dsla_cfg(args.config_file, args.opts, freeze=True, require_gpu=args.require_gpu)
+    if not cfg.MODEL.WEIGHTS:
+        logger.warning(
+            "MODEL.WEIGHTS is empty: the model has random weights and its detections mean nothing; "
+            "give a trained model with --opts MODEL.WEIGHTS path/to/model_final.pth"
+        )
+    return cfg
 
 
 def expand_inputs(patterns):

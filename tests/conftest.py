@@ -1,6 +1,5 @@
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -14,8 +13,6 @@ from dsla import get_dsla_cfg
 from dsla.data import register_shapes_datasets
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# train_net.py, demo.py and tools/ live at the repository root, outside the installed package.
-sys.path.insert(0, REPO_ROOT)
 
 
 def load_config(config_file, opts=()):

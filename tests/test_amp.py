@@ -15,7 +15,7 @@ from detectron2.utils.events import EventStorage
 from conftest import load_config
 
 import dsla.modeling.proposal_generator as proposal_generator
-import train_net
+from dsla import engine
 
 QUICKSTART = "configs/DSLA/dsla_quickstart_shapes.yaml"
 
@@ -83,7 +83,7 @@ def test_inference_under_cpu_bfloat16_autocast_gives_finite_detections():
 
 
 def _train_args(tmp_path, device):
-    return train_net.argument_parser().parse_args([
+    return engine.default_argument_parser().parse_args([
         "--config-file", QUICKSTART,
         "MODEL.DEVICE", device,
         "SOLVER.AMP.ENABLED", "True",
@@ -101,12 +101,12 @@ def test_amp_solver_option_needs_cuda(shapes_root, tmp_path):
     # detectron2's AMPTrainer autocasts with torch.cuda.amp and asserts CUDA at the first step; AMP training on
     # the CPU is not offered (the CPU test above covers the DSLA losses under CPU autocast).
     with pytest.raises(AssertionError, match="CUDA is required for AMP training"):
-        train_net.main(_train_args(tmp_path, "cpu"))
+        engine.main(_train_args(tmp_path, "cpu"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_amp_training_on_cuda_keeps_the_losses_in_float32(shapes_root, tmp_path, loss_dtypes):
-    train_net.main(_train_args(tmp_path, "cuda"))
+    engine.main(_train_args(tmp_path, "cuda"))
     assert loss_dtypes["qfl"] == (torch.float32,) * 3
     assert loss_dtypes["box"] == (torch.float32,) * 3
     with open(tmp_path / "out" / "metrics.json") as f:

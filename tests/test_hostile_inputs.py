@@ -20,7 +20,7 @@ from detectron2.utils.events import EventStorage, get_event_storage
 
 from conftest import REPO_ROOT, load_config
 
-import train_net
+from dsla import engine
 from dsla.data import DSLADatasetMapper
 from dsla.modeling import DSLAProposalGenerator
 
@@ -276,7 +276,7 @@ def test_grayscale_and_exif_rotated_images_load_as_upright_three_channel_images(
         "DATALOADER.ASPECT_RATIO_GROUPING", "False",
     ])
     loaded = {}
-    for batch in train_net.Trainer.build_train_loader(cfg):
+    for batch in engine.Trainer.build_train_loader(cfg):
         loaded.update({os.path.basename(x["file_name"]): x for x in batch})
         if len(loaded) == 2:
             break
@@ -308,7 +308,7 @@ def test_non_finite_loss_stops_training_with_the_iteration(shapes_root, tmp_path
         "SOLVER.MAX_ITER", "6", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "1",
         "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "out"),
     ])
-    trainer = train_net.Trainer(cfg)
+    trainer = engine.Trainer(cfg)
     trainer.resume_or_load(resume=False)
     with pytest.raises(FloatingPointError, match=r"Loss became infinite or NaN at iteration=3!"):
         trainer.train()

@@ -19,7 +19,7 @@ from detectron2.modeling import build_model
 from conftest import REPO_ROOT, load_config, shapes_env
 
 import dsla.checkpoint.atomic as atomic
-import train_net
+from dsla import engine
 from dsla.checkpoint import AtomicCheckpointer
 
 QUICKSTART = "configs/DSLA/dsla_quickstart_shapes.yaml"
@@ -101,7 +101,7 @@ def test_trainer_checkpoints_atomically(shapes_root, tmp_path):
     cfg = load_config(QUICKSTART, [
         "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "out"),
     ])
-    trainer = train_net.Trainer(cfg)
+    trainer = engine.Trainer(cfg)
     assert isinstance(trainer.checkpointer, AtomicCheckpointer)
     periodic = [h for h in trainer._hooks if isinstance(h, hooks.PeriodicCheckpointer)]
     assert len(periodic) == 1 and periodic[0].checkpointer is trainer.checkpointer

@@ -7,7 +7,7 @@ import torch
 
 from conftest import REPO_ROOT, write_coco_dataset
 
-import train_net
+from dsla.engine import default_argument_parser, main
 
 
 CONFIGS = ["configs/DSLA/dsla_R_50_FPN_1x.yaml", "configs/DSLA/dsla_quickstart_shapes.yaml"]
@@ -37,14 +37,14 @@ def _args(tmp_path, name, config, extra_opts=(), extra_args=()):
         "OUTPUT_DIR", str(tmp_path / "out"),
         *extra_opts,
     ]
-    return train_net.argument_parser().parse_args(argv)
+    return default_argument_parser().parse_args(argv)
 
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_train_then_evaluate_a_registered_coco_dataset(tmp_path, config):
     """A COCO-format dataset the project has never seen, given with --register-coco."""
     name = f"tiny_{os.path.basename(config)}"
-    train_net.main(_args(tmp_path, name, config))
+    main(_args(tmp_path, name, config))
     out = tmp_path / "out"
     assert (out / "model_final.pth").is_file()
     with open(out / "metrics.json") as f:
@@ -58,5 +58,5 @@ def test_train_then_evaluate_a_registered_coco_dataset(tmp_path, config):
 
     # --eval-only loads the trained weights and evaluates again with the same result.
     args = _args(tmp_path, name, config, ["MODEL.WEIGHTS", str(out / "model_final.pth")], ["--eval-only"])
-    again = train_net.main(args)
+    again = main(args)
     assert again["bbox"]["AP"] == pytest.approx(evaluated[0]["bbox/AP"], nan_ok=True)

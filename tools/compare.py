@@ -13,15 +13,13 @@ Trailing ``KEY VALUE`` pairs override every config (e.g. ``SOLVER.MAX_ITER 300``
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import train_net  # noqa: E402
-from tools import analyze_consistency  # noqa: E402
-from tools.quickstart import final_metrics  # noqa: E402
+from dsla import engine
 
 # name: (config, overrides). detectron2's FCOS fixes its level ranges at COCO's (0, 64) ... (512, inf); the
 # quick-start DSLA scales them to its 160-pixel images. "DSLA-COCO-ranges" compares at FCOS's ranges.
@@ -53,14 +51,14 @@ def main(argv=None):
     for name, (config, overrides) in MODELS.items():
         out = os.path.join(args.output, name.lower())
         start = time.perf_counter()
-        train_net.main(
-            train_net.argument_parser().parse_args(
+        engine.main(
+            engine.default_argument_parser().parse_args(
                 ["--config-file", os.path.join(repo, config), "MODEL.DEVICE", args.device, "SEED", str(args.seed),
                  "OUTPUT_DIR", out, *overrides, *args.opts]
             )
         )
         minutes[name] = (time.perf_counter() - start) / 60
-        results[name] = final_metrics(out)
+        results[name] = engine.final_metrics(out)
 
     analysis_args = ["--dataset", "shapes_val", "--output", args.output]
     for name, (config, _) in MODELS.items():
@@ -68,7 +66,7 @@ def main(argv=None):
         analysis_args += ["--model", name, os.path.join(repo, config), weights]
     # The per-model overrides are level ranges, which only training uses; the shared opts apply to every model.
     analysis_args += ["MODEL.DEVICE", args.device, *args.opts]
-    analyze_consistency.main(analyze_consistency.argument_parser().parse_args(analysis_args))
+    subprocess.run([sys.executable, os.path.join(repo, "tools", "analyze_consistency.py"), *analysis_args], check=True)
     with open(os.path.join(args.output, "summary.json")) as f:
         consistency = json.load(f)["models"]
 

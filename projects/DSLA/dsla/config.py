@@ -1,4 +1,7 @@
+import logging
 from typing import Sequence
+
+import torch
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
@@ -52,6 +55,10 @@ def add_dsla_config(cfg):
     _C.MODEL.DSLA.TOPK_CANDIDATES_TEST = 1000
     _C.MODEL.DSLA.NMS_THRESH_TEST = 0.6
 
+    # detectron2's BestCheckpointer after each evaluation (needs TEST.EVAL_PERIOD > 0); "" disables it.
+    _C.TEST.BEST_CHECKPOINT_METRIC = ""  # e.g. "bbox/AP"
+    _C.TEST.BEST_CHECKPOINT_MODE = "max"
+
     add_fcos_baseline_config(cfg)
     add_score_iou_config(cfg)
     add_tiny_convnet_config(cfg)
@@ -59,12 +66,38 @@ def add_dsla_config(cfg):
     add_solver_config(cfg)
 
 
-def get_dsla_cfg(config_file: str, opts: Sequence[str] = (), freeze: bool = False) -> CN:
-    """detectron2's default config with the DSLA keys, merged with ``config_file`` and ``KEY VALUE`` ``opts``."""
+def resolve_device(device: str, require_gpu: bool = False) -> str:
+    """
+    The device to run on when a config asks for ``device``: a CUDA device without CUDA available becomes "cpu"
+    with a warning, so that configs written for GPUs (detectron2's default ``MODEL.DEVICE`` is "cuda") also run
+    on a laptop. With ``require_gpu``, a missing GPU is an error instead.
+    """
+    if torch.device(device).type != "cuda" or torch.cuda.is_available():
+        return device
+    if require_gpu:
+        raise RuntimeError(
+            f"The config asks for device {device!r} and --require-gpu was given, but CUDA is not available "
+            "(torch.cuda.is_available() is False: no NVIDIA driver, no visible GPU, or a CPU-only PyTorch)."
+        )
+    logging.getLogger(__name__).warning(
+        f"The config asks for device {device!r} but CUDA is not available; running on the CPU instead "
+        "(pass --require-gpu to make this an error)."
+    )
+    return "cpu"
+
+
+def get_dsla_cfg(
+    config_file: str, opts: Sequence[str] = (), freeze: bool = False, require_gpu: bool = False
+) -> CN:
+    """
+    detectron2's default config with the DSLA keys, merged with ``config_file`` and ``KEY VALUE`` ``opts``.
+    ``MODEL.DEVICE`` is resolved by :func:`resolve_device`: CUDA falls back to the CPU unless ``require_gpu``.
+    """
     cfg = get_cfg()
     add_dsla_config(cfg)
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
+    cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE, require_gpu)
     if freeze:
         cfg.freeze()
     return cfg

@@ -1,0 +1,30 @@
+"""
+Training and evaluation of DSLA: what detectron2 keeps in ``detectron2.engine`` and its ``tools/train_net.py`` /
+``tools/lazyconfig_train_net.py``, for YAML configs and LazyConfigs alike. ``train_net.py`` is
+``launch(main, ...)`` over :func:`main`.
+"""
+from ..config import resolve_device
+from .defaults import (
+    Trainer,
+    add_require_gpu_argument,
+    build_evaluator,
+    default_argument_parser,
+    final_metrics,
+    main,
+    setup,
+)
+from .lazy import do_test, do_train, setup_lazy
+
+__all__ = [
+    "Trainer",
+    "add_require_gpu_argument",
+    "build_evaluator",
+    "default_argument_parser",
+    "do_test",
+    "do_train",
+    "final_metrics",
+    "main",
+    "resolve_device",
+    "setup",
+    "setup_lazy",
+]
