@@ -8,7 +8,8 @@ from detectron2.modeling import build_model
 
 from conftest import load_config
 from dsla import add_dsla_config
-from dsla.solver import build_optimizer
+from dsla.layers import ModulatedDeformConv2d
+from dsla.solver import build_optimizer, get_param_groups
 
 
 class _Transformerish(nn.Module):
@@ -34,6 +35,10 @@ def _hyperparams(optimizer, model):
     }
 
 
+def _hyperparams_of(param_groups, model):
+    return _hyperparams(torch.optim.SGD(param_groups, lr=1.0), model)
+
+
 def _solver_cfg(*opts):
     cfg = get_cfg()
     add_dsla_config(cfg)
@@ -41,18 +46,70 @@ def _solver_cfg(*opts):
     return cfg
 
 
-def test_adamw_gives_no_weight_decay_to_norms_position_embeddings_and_relative_position_tables():
+def test_adamw_gives_no_weight_decay_to_parameters_named_by_the_no_weight_decay_keys():
     cfg = _solver_cfg("SOLVER.OPTIMIZER", "ADAMW", "SOLVER.BASE_LR", 1e-4, "SOLVER.WEIGHT_DECAY", 0.05)
+    cfg.SOLVER.WEIGHT_DECAY_NORM = 0.05
+    cfg.SOLVER.NO_WEIGHT_DECAY_KEYS = ["absolute_pos_embed", "relative_position_bias_table", "ln"]
     model = _Transformerish()
     optimizer = build_optimizer(cfg, model)
-    assert isinstance(optimizer, torch.optim.AdamW)
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["betas"] == (0.9, 0.999)
     groups = _hyperparams(optimizer, model)
-    norms = {f"{m}.{p}" for m in ("gn", "bn", "ln") for p in ("weight", "bias")}
-    no_decay = norms | {"absolute_pos_embed", "attn.relative_position_bias_table"}
+    # By name, not by module type: the GroupNorm and BatchNorm (no key in their names) keep the weight decay.
+    no_decay = {"ln.weight", "ln.bias", "absolute_pos_embed", "attn.relative_position_bias_table"}
     for name, (lr, weight_decay) in groups.items():
         assert lr == pytest.approx(1e-4)
         assert weight_decay == (0.0 if name in no_decay else 0.05), name
     assert set(groups) == {n for n, _ in model.named_parameters()}
+
+
+class _Head(nn.Module):
+    """Conv + GroupNorm, a BatchNorm, a DCNv2 with its own bias, as in the ResNet DCN models."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.gn = nn.GroupNorm(2, 8)
+        self.bn = nn.BatchNorm2d(8)
+        self.dcn = ModulatedDeformConv2d(8, 8, 3, padding=1, bias=True)
+
+
+def test_mmcv_bias_rules_skip_the_biases_of_norm_layers_and_deformable_convs():
+    model = _Head()
+    params = get_param_groups(
+        model, 0.01, 1e-4, weight_decay_norm=1e-4, bias_lr_factor=2.0, weight_decay_bias=0.0,
+        bias_rules_skip_norm_and_dcn=True,
+    )
+    groups = _hyperparams_of(params, model)
+    assert groups["conv.weight"] == (pytest.approx(0.01), 1e-4)
+    assert groups["conv.bias"] == (pytest.approx(0.02), 0.0)
+    for norm in ("gn", "bn"):
+        assert groups[f"{norm}.weight"] == (pytest.approx(0.01), 1e-4)
+        assert groups[f"{norm}.bias"] == (pytest.approx(0.01), 1e-4)
+    # mmcv exempts the deformable conv's own bias, not the bias of the plain conv that predicts its offsets.
+    assert groups["dcn.bias"] == (pytest.approx(0.01), 1e-4)
+    assert groups["dcn.conv_offset.bias"] == (pytest.approx(0.02), 0.0)
+    assert groups["dcn.weight"] == groups["dcn.conv_offset.weight"] == (pytest.approx(0.01), 1e-4)
+
+
+def test_detectron2_bias_rules_cover_every_bias():
+    model = _Head()
+    groups = _hyperparams_of(
+        get_param_groups(model, 0.01, 1e-4, weight_decay_norm=0.0, bias_lr_factor=2.0, weight_decay_bias=0.0), model
+    )
+    for name in ("conv.bias", "gn.bias", "bn.bias", "dcn.bias", "dcn.conv_offset.bias"):
+        assert groups[name] == (pytest.approx(0.02), 0.0), name
+    assert groups["gn.weight"] == (pytest.approx(0.01), 0.0)
+
+
+def test_r50_config_gives_the_logged_lr_and_weight_decay_to_each_kind_of_parameter():
+    cfg = load_config("configs/DSLA/dsla_R_50_FPN_1x.yaml", ["MODEL.DSLA.NUM_CLASSES", 3])
+    model = build_model(cfg)
+    groups = _hyperparams(build_optimizer(cfg, model), model)
+    head = "proposal_generator.head."
+    assert groups[head + "cls_subnet.0.weight"] == (pytest.approx(0.01), 1e-4)
+    assert groups[head + "cls_score.bias"] == (pytest.approx(0.02), 0.0)
+    assert groups[head + "cls_subnet.1.weight"] == groups[head + "cls_subnet.1.bias"] == (pytest.approx(0.01), 1e-4)
+    assert groups["backbone.fpn_lateral3.bias"] == (pytest.approx(0.02), 0.0)
 
 
 def test_sgd_keeps_detectron2s_bias_and_norm_options():
@@ -66,7 +123,8 @@ def test_sgd_keeps_detectron2s_bias_and_norm_options():
     assert groups["conv.weight"] == (pytest.approx(0.01), 1e-4)
     assert groups["conv.bias"] == (pytest.approx(0.02), 0.0)
     assert groups["gn.weight"] == (pytest.approx(0.01), 0.0)
-    assert groups["attn.relative_position_bias_table"] == (pytest.approx(0.01), 0.0)
+    assert groups["gn.bias"] == (pytest.approx(0.02), 0.0)
+    assert groups["attn.relative_position_bias_table"] == (pytest.approx(0.01), 1e-4)
 
 
 def test_full_model_clipping_bounds_the_norm_of_all_gradients_together():
@@ -103,7 +161,7 @@ def test_unknown_optimizer_is_an_error():
 def test_swin_config_excludes_swin_norms_and_relative_position_tables_from_weight_decay():
     cfg = load_config(
         "configs/DSLA/dsla_Swin_S_FPN_ms_3x.yaml",
-        ["MODEL.SWIN.NAME", "swin_tiny_patch4_window7_224", "MODEL.SWIN.PRETRAINED_WEIGHTS", ""],
+        ["MODEL.SWIN.NAME", "swin_tiny_patch4_window7_224"],
     )
     model = build_model(cfg)
     optimizer = build_optimizer(cfg, model)
@@ -119,3 +177,6 @@ def test_swin_config_excludes_swin_norms_and_relative_position_tables_from_weigh
     # Biases are decayed like weights in the authors' AdamW recipe.
     assert groups[swin + "layers.2.blocks.5.attn.qkv.bias"] == (pytest.approx(1e-4), 0.05)
     assert groups["proposal_generator.head.cls_score.weight"] == (pytest.approx(1e-4), 0.05)
+    # The head's GroupNorms have no "norm" in their names: decayed, as the authors trained.
+    assert groups["proposal_generator.head.cls_subnet.1.weight"] == (pytest.approx(1e-4), 0.05)
+    assert groups["proposal_generator.head.cls_subnet.1.bias"] == (pytest.approx(1e-4), 0.05)
