@@ -17,20 +17,12 @@ import time
 import torch
 
 from dsla import get_dsla_cfg
+from dsla import engine
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import train_net  # noqa: E402
 from tools.visualize_predictions import visualize  # noqa: E402
 
 CONFIG = "configs/DSLA/dsla_quickstart_shapes.yaml"
-
-def final_metrics(output_dir):
-    """The last evaluation written to ``metrics.json`` by detectron2's writers."""
-    with open(os.path.join(output_dir, "metrics.json")) as f:
-        evaluations = [m for m in map(json.loads, f) if "bbox/AP" in m]
-    if not evaluations:
-        raise RuntimeError(f"No evaluation in {output_dir}/metrics.json; did training finish?")
-    return evaluations[-1]
 
 
 def main(argv=None):
@@ -43,12 +35,12 @@ def main(argv=None):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
     start = time.perf_counter()
-    train_args = train_net.argument_parser().parse_args(
+    train_args = engine.default_argument_parser().parse_args(
         ["--config-file", os.path.join(repo, CONFIG), "MODEL.DEVICE", args.device, "OUTPUT_DIR", args.output,
          *args.opts]
     )
-    train_net.main(train_args)
-    metrics = final_metrics(args.output)
+    engine.main(train_args)
+    metrics = engine.final_metrics(args.output)
 
     weights = os.path.join(args.output, "model_final.pth")
     cfg = get_dsla_cfg(train_args.config_file, [*train_args.opts, "MODEL.WEIGHTS", weights])
