@@ -10,7 +10,7 @@ from pycocotools.coco import COCO
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-from dsla.data import shapes
+from dsla.data import shapes, synthetic
 from dsla.data.shapes import (
     SHAPES_CLASSES,
     ensure_shapes_dataset,
@@ -130,8 +130,8 @@ def test_textured_objects_are_painted_exactly_over_their_visible_masks(monkeypat
         painted.append(None)
         return np.full(xx.shape + (3,), 40.0 * len(painted))
 
-    monkeypatch.setattr(shapes, "_background", lambda rng, xx, yy: np.zeros(xx.shape + (3,)))
-    monkeypatch.setattr(shapes, "_texture", level_texture)
+    monkeypatch.setattr(shapes, "background", lambda rng, xx, yy: np.zeros(xx.shape + (3,)))
+    monkeypatch.setattr(synthetic, "texture", level_texture)
     for i in range(10):
         painted.clear()
         image, objects = render_shapes_image(np.random.default_rng([13, i]), max_objects=6)
@@ -179,10 +179,8 @@ def test_cache_is_reused_and_regenerated_when_broken(tmp_path, monkeypatch):
     ref_images = _image_bytes(root)
 
     generated = []
-    real_generate = shapes.generate_shapes_dataset
-    monkeypatch.setattr(
-        shapes, "generate_shapes_dataset", lambda *a, **k: generated.append(a) or real_generate(*a, **k)
-    )
+    real_generate = synthetic.generate_split
+    monkeypatch.setattr(synthetic, "generate_split", lambda *a, **k: generated.append(a) or real_generate(*a, **k))
     ensure_shapes_dataset(root, "val", 10, seed=5)
     assert generated == []
 
