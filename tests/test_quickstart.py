@@ -20,6 +20,7 @@ from conftest import REPO_ROOT, load_config
 
 from dsla.data import register_shapes_datasets
 from tools import quickstart
+from tools import visualize_predictions as visualize_tool
 
 QUICKSTART = os.path.join(REPO_ROOT, "configs/DSLA/dsla_quickstart_shapes.yaml")
 ITERS = 40
@@ -92,13 +93,35 @@ def test_demo_draws_boxes_on_an_image(trained, tmp_path):
     assert (drawn != original).any(axis=2).mean() > 0.01
 
 
-def test_quickstart_writes_a_summary_and_ground_truth_next_to_detections(trained):
+def _assert_readable_pictures_and_contact_sheet(vis_dir, names, sheet):
+    """Pictures of two enlarged panels (short side >= 480) under titles, and a contact sheet of all of them."""
+    assert sorted(os.listdir(vis_dir)) == sorted([*names, "contact_sheet.png"])
+    pictures = [np.array(Image.open(vis_dir / name)) for name in names]
+    for picture in pictures:
+        # 160 x 160 validation images: two 480 x 480 panels with an 8-pixel bar, under a title strip.
+        assert picture.shape[1] == 2 * 480 + 8 and 480 < picture.shape[0] <= 480 + 60
+    height, width = pictures[0].shape[:2]
+    sheet = np.array(Image.open(sheet))
+    # Three pictures of about 2:1 on a 2 x 2 grid with 24-pixel gaps, unshrunk (well under the width bound).
+    assert sheet.shape[:2] == (2 * height + 3 * 24, 2 * width + 3 * 24)
+    np.testing.assert_array_equal(sheet[24 : 24 + height, 48 + width : 48 + 2 * width], pictures[1])
+
+
+def test_quickstart_writes_a_summary_and_readable_pictures_on_a_contact_sheet(trained):
     with open(trained / "quickstart_summary.json") as f:
         summary = json.load(f)
     assert summary["device"] == "cpu" and summary["minutes"] > 0
     assert summary["bbox/AP"] == _metrics(trained)[-1]["bbox/AP"]
-    written = sorted(os.listdir(trained / "vis"))
-    assert written == ["000000.png", "000001.png", "000002.png"]
-    image = np.array(Image.open(trained / "vis" / written[0]))
-    # Ground truth and detections side by side, with a 4-pixel bar between them.
-    assert image.shape[:2] == (160, 2 * 160 + 4)
+    assert summary["contact_sheet"] == str(trained / "vis" / "contact_sheet.png")
+    _assert_readable_pictures_and_contact_sheet(
+        trained / "vis", ["000000.png", "000001.png", "000002.png"], summary["contact_sheet"]
+    )
+
+
+def test_visualize_predictions_tool_writes_pictures_and_a_contact_sheet(trained, tmp_path):
+    paths, sheet = visualize_tool.main(
+        ["--config-file", QUICKSTART, "--output", str(tmp_path), "--num-images", "3",
+         "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(trained / "model_final.pth")]
+    )
+    assert [os.path.basename(p) for p in paths] == ["000000.png", "000001.png", "000002.png"]
+    _assert_readable_pictures_and_contact_sheet(tmp_path, ["000000.png", "000001.png", "000002.png"], sheet)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """
 The quick start (``make demo``): train DSLA on the synthetic shapes dataset, evaluate it with COCOEvaluator,
-and draw validation detections next to the ground truth.
+and draw validation detections next to the ground truth, enlarged, with all pictures on one contact sheet
+(``OUTPUT/vis/contact_sheet.png``, named at the end).
 
     python tools/quickstart.py [--output output/quickstart] [--device cpu] [KEY VALUE ...]
 
@@ -11,16 +12,13 @@ The dataset is generated on first use (``datasets/dsla_shapes``, or ``$DSLA_SHAP
 import argparse
 import json
 import os
-import sys
 import time
 
 import torch
 
 from dsla import get_dsla_cfg
 from dsla import engine
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tools.visualize_predictions import visualize  # noqa: E402
+from dsla.visualization import visualize_predictions
 
 CONFIG = "configs/DSLA/dsla_quickstart_shapes.yaml"
 
@@ -45,7 +43,7 @@ def main(argv=None):
     weights = os.path.join(args.output, "model_final.pth")
     cfg = get_dsla_cfg(train_args.config_file, [*train_args.opts, "MODEL.WEIGHTS", weights])
     vis_dir = os.path.join(args.output, "vis")
-    visualize(cfg, cfg.DATASETS.TEST[0], vis_dir, args.num_vis, threshold=0.3)
+    _, contact_sheet = visualize_predictions(cfg, cfg.DATASETS.TEST[0], vis_dir, args.num_vis, threshold=0.3)
     minutes = (time.perf_counter() - start) / 60
 
     summary = (
@@ -55,10 +53,11 @@ def main(argv=None):
         f"APl {metrics['bbox/APl']:.1f})\n"
         f"  model:          {cfg.MODEL.WEIGHTS}\n"
         f"  visualizations: {vis_dir}/ (ground truth left, detections with score >= 0.3 right)\n"
+        f"  contact sheet:  {contact_sheet}\n"
     )
     print(summary)
     with open(os.path.join(args.output, "quickstart_summary.json"), "w") as f:
-        json.dump({"minutes": minutes, "device": args.device, **metrics}, f, indent=2)
+        json.dump({"minutes": minutes, "device": args.device, "contact_sheet": contact_sheet, **metrics}, f, indent=2)
     return metrics
 
 
