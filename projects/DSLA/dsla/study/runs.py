@@ -1,0 +1,298 @@
+"""
+Planning and running a study: one run per (seed, dataset, variant), each trained and evaluated in a fresh
+process so that no state (RNGs, caches, allocator, registered datasets) carries from one run to the next.
+A run writes ``result.json`` when it finishes; a run whose file matches is not trained again.
+"""
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..config import get_dsla_cfg
+from ..data import check_num_classes, dataset_classes, model_num_classes, register_coco_datasets
+from ..engine import Trainer, default_argument_parser, final_metrics, setup
+from .variants import Variant, resolve_config_file
+
+__all__ = [
+    "RESULT_FILE_NAME",
+    "RunFailed",
+    "StudyDataset",
+    "StudyRun",
+    "execute_runs",
+    "is_finished",
+    "load_result",
+    "plan_runs",
+    "run_in_subprocess",
+    "train_run",
+]
+
+logger = logging.getLogger(__name__)
+
+RESULT_FILE_NAME = "result.json"
+ERROR_FILE_NAME = "error.txt"
+
+
+@dataclass(frozen=True)
+class StudyDataset:
+    """
+    A train/validation pair of registered datasets, labelled ``name`` in the study's output. ``input_size``
+    (shorter side, longest side) replaces the config's input sizes for this dataset.
+    """
+
+    name: str
+    train: str
+    test: str
+    input_size: Optional[Tuple[int, int]] = None
+
+    @classmethod
+    def family(cls, name: str, input_size: Optional[Tuple[int, int]] = None) -> "StudyDataset":
+        """The datasets ``{name}_train`` and ``{name}_val``, as ``shapes_train`` / ``shapes_val`` are named."""
+        return cls(name, f"{name}_train", f"{name}_val", input_size)
+
+    def overrides(self, num_classes_key: str) -> List[Tuple[str, Any]]:
+        """What points a model at this dataset: its splits, its class count (under ``num_classes_key``), sizes."""
+        opts = [
+            ("DATASETS.TRAIN", (self.train,)),
+            ("DATASETS.TEST", (self.test,)),
+            (num_classes_key, len(dataset_classes(self.train))),
+        ]
+        if self.input_size is not None:
+            short, longest = self.input_size
+            opts += [
+                ("INPUT.MIN_SIZE_TRAIN", (short,)),
+                ("INPUT.MAX_SIZE_TRAIN", longest),
+                ("INPUT.MIN_SIZE_TEST", short),
+                ("INPUT.MAX_SIZE_TEST", longest),
+            ]
+        return opts
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """
+    One training of a study. ``opts`` are all its config overrides (variant, dataset, common, then the study's
+    budget and evaluation settings); ``SEED``, ``OUTPUT_DIR`` and ``MODEL.DEVICE`` are added when it is built.
+    """
+
+    dataset: StudyDataset
+    variant: Variant
+    seed: int
+    iters: int
+    output_dir: str
+    opts: Tuple[Tuple[str, Any], ...]
+    device: str = "cpu"
+    register_coco: Tuple[Tuple[str, str, str], ...] = field(default=())
+
+    @property
+    def result_file(self) -> str:
+        return os.path.join(self.output_dir, RESULT_FILE_NAME)
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset.name}/{self.variant.name}/seed{self.seed}"
+
+    def config_opts(self) -> List[Any]:
+        """The flat ``[KEY, VALUE, ...]`` overrides of this run's config."""
+        opts = [item for pair in self.opts for item in pair]
+        return opts + ["SEED", self.seed, "OUTPUT_DIR", self.output_dir, "MODEL.DEVICE", self.device]
+
+    def build_cfg(self):
+        return get_dsla_cfg(resolve_config_file(self.variant.config_file), self.config_opts())
+
+    def record(self) -> Dict[str, Any]:
+        """What identifies this run in its ``result.json``: a stored run is reused only if these match."""
+        # Through JSON, so that tuples and lists compare equal whether they were just built or read back.
+        return json.loads(
+            json.dumps(
+                {
+                    "dataset": self.dataset.name,
+                    "variant": self.variant.name,
+                    "seed": self.seed,
+                    "iterations": self.iters,
+                    "config_file": self.variant.config_file,
+                    "variant_overrides": [list(pair) for pair in self.variant.opts],
+                    "overrides": [list(pair) for pair in self.opts],
+                }
+            )
+        )
+
+
+def plan_runs(
+    datasets: Sequence[StudyDataset],
+    variants: Sequence[Variant],
+    seeds: Sequence[int],
+    iters: int,
+    output_dir: str,
+    *,
+    device: str = "cpu",
+    opts: Sequence[Tuple[str, Any]] = (),
+    register_coco: Sequence[Sequence[str]] = (),
+) -> List[StudyRun]:
+    """
+    The runs of a study, seed by seed (every variant and dataset once before the next seed, so that an
+    interrupted study has comparable results early). Each run's config is built here, so that a mistyped key or
+    a value of the wrong type fails before hours of training rather than in the middle.
+
+    Every run gets the same budget, ``SOLVER.MAX_ITER = iters`` (the batch and schedule are the variants'
+    configs', which the built-in variants share), is evaluated once after training (``TEST.EVAL_PERIOD 0``) with
+    ``TEST.SCORE_IOU_EVAL``, and writes to ``output_dir/<dataset>/<variant>/seed<k>``. ``opts`` apply to every
+    run, after the variant's and the dataset's overrides.
+    """
+    register_coco = tuple(tuple(spec) for spec in register_coco)
+    register_coco_datasets(register_coco)
+    runs = []
+    for seed in seeds:
+        for dataset in datasets:
+            for variant in variants:
+                num_classes_key, _ = model_num_classes(
+                    get_dsla_cfg(resolve_config_file(variant.config_file), [*variant.flat_opts(), "MODEL.DEVICE", device])
+                )
+                run = StudyRun(
+                    dataset=dataset,
+                    variant=variant,
+                    seed=int(seed),
+                    iters=int(iters),
+                    output_dir=os.path.abspath(os.path.join(output_dir, dataset.name, variant.name, f"seed{seed}")),
+                    opts=(
+                        *variant.opts,
+                        *dataset.overrides(num_classes_key),
+                        *opts,
+                        ("SOLVER.MAX_ITER", int(iters)),
+                        ("TEST.EVAL_PERIOD", 0),
+                        ("TEST.SCORE_IOU_EVAL", True),
+                    ),
+                    device=device,
+                    register_coco=register_coco,
+                )
+                run.build_cfg()
+                runs.append(run)
+    return runs
+
+
+def load_result(path: str) -> Optional[Dict[str, Any]]:
+    """A ``result.json``, or None if it is missing or unreadable (e.g. cut short by a full disk)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def is_finished(run: StudyRun) -> bool:
+    """Whether ``run`` has a result with the same dataset, variant, seed, iterations and overrides."""
+    result = load_result(run.result_file)
+    return result is not None and all(result.get(k) == v for k, v in run.record().items())
+
+
+def machine_info(device: str) -> Dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else device,
+    }
+
+
+def train_run(run: StudyRun) -> Dict[str, Any]:
+    """
+    Train and evaluate ``run`` in this process with :class:`dsla.engine.Trainer`, then write its ``result.json``
+    (the metrics of the final evaluation, the training minutes, the iterations and the overrides).
+    """
+    start = time.perf_counter()
+    register_coco_datasets(run.register_coco)
+    args = default_argument_parser().parse_args(["--config-file", resolve_config_file(run.variant.config_file)])
+    args.opts = run.config_opts()
+    cfg = setup(args)
+    check_num_classes(cfg)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    metrics = {
+        k: v for k, v in final_metrics(cfg.OUTPUT_DIR).items() if k.startswith(("bbox/", "score_iou/"))
+    }
+    result = {
+        **run.record(),
+        "metrics": metrics,
+        "minutes": (time.perf_counter() - start) / 60,
+        "machine": machine_info(cfg.MODEL.DEVICE),
+    }
+    temporary = run.result_file + ".tmp"
+    with open(temporary, "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(temporary, run.result_file)  # a result file is complete or absent
+    logger.info(f"{run.label}: AP {metrics.get('bbox/AP', float('nan')):.1f} in {result['minutes']:.1f} min")
+    return result
+
+
+def _train_run_in_child(run: StudyRun):
+    try:
+        train_run(run)
+    except BaseException:
+        os.makedirs(run.output_dir, exist_ok=True)
+        with open(os.path.join(run.output_dir, ERROR_FILE_NAME), "w") as f:
+            f.write(traceback.format_exc())
+        raise
+
+
+class RunFailed(RuntimeError):
+    """A run of a study did not finish."""
+
+
+def run_in_subprocess(run: StudyRun):
+    """
+    :func:`train_run` in a fresh process (multiprocessing's spawn: nothing is inherited but the environment and
+    ``run``). Raises :class:`RunFailed` if it does not finish, with the last line of its traceback.
+    """
+    process = multiprocessing.get_context("spawn").Process(target=_train_run_in_child, args=(run,), name=run.label)
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        error_file = os.path.join(run.output_dir, ERROR_FILE_NAME)
+        last_line = ""
+        if os.path.exists(error_file):
+            with open(error_file) as f:
+                last_line = f.read().strip().splitlines()[-1:]
+        raise RunFailed(
+            f"{run.label} exited with code {process.exitcode}: {' '.join(last_line) or 'no traceback'} "
+            f"(see {error_file} and {os.path.join(run.output_dir, 'log.txt')})"
+        )
+
+
+def execute_runs(
+    runs: Sequence[StudyRun], *, fail_fast: bool = False, launch: Callable[[StudyRun], None] = run_in_subprocess
+) -> Dict[str, List[StudyRun]]:
+    """
+    Run ``runs`` one after the other with ``launch``, skipping those already finished (:func:`is_finished`). A
+    run that fails is logged and the others still run, unless ``fail_fast``.
+
+    Returns:
+        {"skipped": [...], "finished": [...], "failed": [...]}
+    """
+    outcome = {"skipped": [], "finished": [], "failed": []}
+    for index, run in enumerate(runs, 1):
+        if is_finished(run):
+            logger.info(f"[{index}/{len(runs)}] {run.label}: finished before, skipped")
+            outcome["skipped"].append(run)
+            continue
+        # A result of other iterations or overrides is stale; remove it so that it cannot outlive a failed rerun.
+        for stale in (run.result_file, os.path.join(run.output_dir, ERROR_FILE_NAME)):
+            if os.path.exists(stale):
+                os.remove(stale)
+        logger.info(f"[{index}/{len(runs)}] {run.label}: training {run.iters} iterations")
+        try:
+            launch(run)
+        except Exception as e:
+            if fail_fast:
+                raise
+            logger.error(f"[{index}/{len(runs)}] {run.label} failed, continuing with the next run: {e}")
+            outcome["failed"].append(run)
+            continue
+        outcome["finished"].append(run)
+    return outcome

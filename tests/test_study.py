@@ -1,0 +1,305 @@
+"""dsla.study (tools/study.py, make study): variants, run planning, resume, crash isolation, report."""
+import json
+import math
+import os
+
+import pytest
+from PIL import Image
+
+from conftest import shapes_env, write_coco_dataset
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from dsla.study import (
+    BUILTIN_VARIANTS,
+    RunFailed,
+    StudyDataset,
+    Variant,
+    aggregate,
+    argument_parser,
+    collect_results,
+    datasets_from_args,
+    execute_runs,
+    load_variant_spec,
+    parse_variant,
+    plan_runs,
+    render_markdown,
+    run_study,
+    variants_from_args,
+)
+
+BUILTINS = {v.name: v for v in BUILTIN_VARIANTS}
+# Tiny runs: 64-pixel inputs, batch 2, no loader workers.
+TINY = [
+    ("SOLVER.IMS_PER_BATCH", 2),
+    ("SOLVER.WARMUP_ITERS", 1),
+    ("DATALOADER.NUM_WORKERS", 0),
+    ("MODEL.DSLA.SCORE_THRESH_TEST", 0.0),
+    ("MODEL.FCOS.SCORE_THRESH_TEST", 0.0),
+]
+
+
+@pytest.fixture
+def coco_pair(tmp_path):
+    """A registered COCO-format family ``study_coco_train`` / ``study_coco_val`` of 2 classes."""
+    json_path, image_root = write_coco_dataset(str(tmp_path / "coco"), num_images=3, num_classes=2)
+    names = ("study_coco_train", "study_coco_val")
+    yield [(name, json_path, image_root) for name in names]
+    for name in names:
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+
+
+def test_builtin_variants_are_fcos_dsla_and_each_ablation_with_one_change():
+    assert list(BUILTINS) == [
+        "fcos", "dsla", "dsla-no-coupling", "dsla-iou-only", "dsla-no-relaxation", "dsla-no-core-zone",
+        "dsla-cs-offset", "dsla-fcos-ranges",
+    ]
+    assert BUILTINS["fcos"].config_file.startswith("FCOS-Baseline/") and BUILTINS["fcos"].opts == ()
+    assert BUILTINS["dsla"].opts == ()
+    assert dict(BUILTINS["dsla-cs-offset"].opts) == {
+        "MODEL.DSLA.CENTER_SAMPLING_RADIUS": 1.5, "MODEL.DSLA.POINT_OFFSET": 0.5
+    }
+    ranges = dict(BUILTINS["dsla-fcos-ranges"].opts)["MODEL.DSLA.REGRESS_RANGES"]
+    assert ranges[0] == [0.0, 64.0] and ranges[-1] == [512.0, math.inf]
+
+
+def test_variant_from_the_command_line_keeps_its_base_and_reads_lists_and_yaml_inf():
+    variant = parse_variant(
+        "r32=dsla-cs-offset MODEL.DSLA.REGRESS_RANGES [[0,32],[32,64],[64,128],[128,256],[256,.inf]] "
+        "INPUT.MIN_SIZE_TRAIN (128,) MODEL.DSLA.IOU_COUPLING False 'DATASETS.TRAIN' \"('a', 'b')\"",
+        BUILTINS,
+    )
+    assert variant.name == "r32" and variant.config_file == BUILTINS["dsla"].config_file
+    opts = dict(variant.opts)
+    assert opts["MODEL.DSLA.CENTER_SAMPLING_RADIUS"] == 1.5
+    assert opts["MODEL.DSLA.REGRESS_RANGES"][-1] == [256, math.inf]
+    assert opts["INPUT.MIN_SIZE_TRAIN"] == (128,)
+    assert opts["MODEL.DSLA.IOU_COUPLING"] is False
+    assert opts["DATASETS.TRAIN"] == ("a", "b")
+
+
+def test_variant_from_a_config_file_and_malformed_variants_are_errors(tmp_path):
+    assert parse_variant("f=configs/FCOS-Baseline/fcos_quickstart_shapes.yaml", BUILTINS).opts == ()
+    with pytest.raises(ValueError, match="neither a known variant"):
+        parse_variant("x=no-such-variant", BUILTINS)
+    with pytest.raises(ValueError, match="KEY VALUE pairs"):
+        parse_variant("x=dsla MODEL.DSLA.IOU_ONLY", BUILTINS)
+    with pytest.raises(ValueError, match="NAME=BASE"):
+        parse_variant("dsla MODEL.DSLA.IOU_ONLY True", BUILTINS)
+    with pytest.raises(ValueError, match="directory"):
+        parse_variant("a/b=dsla", BUILTINS)
+
+
+def test_spec_file_variants_build_on_earlier_ones(tmp_path):
+    spec = tmp_path / "study.yaml"
+    spec.write_text(
+        "variants:\n"
+        "  - name: r32\n"
+        "    base: dsla\n"
+        "    opts: {MODEL.DSLA.REGRESS_RANGES: [[0, 32], [32, 64], [64, 128], [128, 256], [256, .inf]]}\n"
+        "  - name: r32-cs\n"
+        "    base: r32\n"
+        "    opts: [MODEL.DSLA.CENTER_SAMPLING_RADIUS, 1.5]\n"
+    )
+    r32, r32_cs = load_variant_spec(str(spec), BUILTINS)
+    assert dict(r32.opts)["MODEL.DSLA.REGRESS_RANGES"][-1] == [256, math.inf]
+    assert dict(r32_cs.opts) == {**dict(r32.opts), "MODEL.DSLA.CENTER_SAMPLING_RADIUS": 1.5}
+
+
+def test_command_line_selects_and_adds_variants_and_datasets():
+    args = argument_parser().parse_args(
+        ["--variants", "fcos,mine", "--variant", "mine=dsla MODEL.DSLA.IOU_ONLY True", "--datasets", "shapes,other",
+         "--dataset-pair", "own", "own_tr", "own_va", "--input-size", "other", "320", "400", "--seeds", "1,2",
+         "SOLVER.BASE_LR", "0.001"]
+    )
+    assert [v.name for v in variants_from_args(args)] == ["fcos", "mine"]
+    assert datasets_from_args(args) == [
+        StudyDataset("shapes", "shapes_train", "shapes_val"),
+        StudyDataset("other", "other_train", "other_val", (320, 400)),
+        StudyDataset("own", "own_tr", "own_va"),
+    ]
+    assert args.seeds == [1, 2] and args.iters == 1500 and args.opts == ["SOLVER.BASE_LR", "0.001"]
+    default = argument_parser().parse_args([])
+    assert [v.name for v in variants_from_args(default)] == list(BUILTINS)
+    assert datasets_from_args(default) == [StudyDataset.family("shapes")] and default.seeds == [1, 2, 3]
+
+
+def test_runs_point_each_model_at_the_dataset_with_its_own_class_count_key(coco_pair, tmp_path):
+    dataset = StudyDataset.family("study_coco", input_size=(96, 128))
+    runs = plan_runs(
+        [dataset], [BUILTINS["fcos"], BUILTINS["dsla-no-coupling"]], [1, 2], 7, str(tmp_path / "out"),
+        opts=[("SOLVER.BASE_LR", 0.001)], register_coco=coco_pair,
+    )
+    assert [r.label for r in runs] == [
+        "study_coco/fcos/seed1", "study_coco/dsla-no-coupling/seed1",
+        "study_coco/fcos/seed2", "study_coco/dsla-no-coupling/seed2",
+    ]
+    fcos, dsla = runs[2].build_cfg(), runs[3].build_cfg()
+    assert runs[2].output_dir == str(tmp_path / "out" / "study_coco" / "fcos" / "seed2")
+    assert fcos.MODEL.META_ARCHITECTURE == "FCOSBaseline" and fcos.MODEL.FCOS.NUM_CLASSES == 2
+    assert "MODEL.DSLA.NUM_CLASSES" not in dict(runs[2].opts)
+    assert dsla.MODEL.DSLA.NUM_CLASSES == 2 and dsla.MODEL.DSLA.IOU_COUPLING is False
+    assert "MODEL.FCOS.NUM_CLASSES" not in dict(runs[3].opts)
+    for cfg in (fcos, dsla):
+        assert cfg.DATASETS.TRAIN == ("study_coco_train",) and cfg.DATASETS.TEST == ("study_coco_val",)
+        assert cfg.SOLVER.MAX_ITER == 7 and cfg.SEED == 2 and cfg.SOLVER.BASE_LR == 0.001
+        assert cfg.TEST.SCORE_IOU_EVAL and cfg.TEST.EVAL_PERIOD == 0
+        assert cfg.INPUT.MIN_SIZE_TRAIN == (96,) and cfg.INPUT.MAX_SIZE_TEST == 128
+        assert cfg.OUTPUT_DIR.endswith("seed2") and cfg.MODEL.DEVICE == "cpu"
+
+
+def test_a_mistyped_override_fails_when_planned_not_after_hours_of_training(shapes_root, tmp_path):
+    # detectron2 keeps a float key float: 0 (an int) is refused, 0.0 is what the built-in variant uses.
+    bad = parse_variant("bad=dsla MODEL.DSLA.INTERVAL_RELAXATION 0", BUILTINS)
+    with pytest.raises(ValueError, match="Type mismatch"):
+        plan_runs([StudyDataset.family("shapes")], [BUILTINS["dsla"], bad], [1], 5, str(tmp_path))
+    with pytest.raises(AssertionError, match="Non-existent key: MODEL.DSLA.NO_SUCH_KEY"):  # yacs' check
+        plan_runs([StudyDataset.family("shapes")], [Variant("typo", "DSLA/dsla_quickstart_shapes.yaml",
+                                                            (("MODEL.DSLA.NO_SUCH_KEY", 1),))], [1], 5, str(tmp_path))
+
+
+def _write_result(out, dataset, variant, seed, ap, pearson, iters=100, minutes=2.0):
+    run_dir = out / dataset / variant / f"seed{seed}"
+    run_dir.mkdir(parents=True)
+    metrics = {"bbox/AP": ap, "bbox/AP50": ap + 20, "bbox/APs": ap - 10, "bbox/APm": ap, "bbox/APl": ap + 5,
+               "score_iou/pearson": pearson, "score_iou/spearman": 0.5, "score_iou/gt_top_score_not_best_iou": 0.25}
+    result = {"dataset": dataset, "variant": variant, "seed": seed, "iterations": iters, "minutes": minutes,
+              "config_file": "DSLA/dsla_quickstart_shapes.yaml", "variant_overrides": [["MODEL.DSLA.IOU_ONLY", True]],
+              "metrics": metrics, "machine": {"platform": "Linux-test", "cpu_count": 2, "torch": "2.x", "device": "cpu"}}
+    (run_dir / "result.json").write_text(json.dumps(result))
+
+
+def test_results_aggregate_to_mean_and_sample_std_over_seeds(tmp_path):
+    for seed, ap in zip((1, 2, 3), (40.0, 42.0, 44.0)):
+        _write_result(tmp_path, "shapes", "dsla", seed, ap, pearson=0.7 if seed < 3 else math.nan)
+    _write_result(tmp_path, "shapes", "fcos", 1, 50.0, 0.9)
+    _write_result(tmp_path, "shapes", "fcos", 2, 10.0, 0.9, iters=500)  # another budget: not in this study
+    _write_result(tmp_path, "other", "dsla", 1, 30.0, 0.8)
+
+    results = collect_results(str(tmp_path), iters=100)
+    assert len(results) == 5
+    summary = aggregate(results, variant_order=["fcos", "dsla"])
+    assert list(summary) == ["other", "shapes"] and list(summary["shapes"]) == ["fcos", "dsla"]
+    dsla = summary["shapes"]["dsla"]
+    assert dsla["seeds"] == [1, 2, 3]
+    assert dsla["bbox/AP"] == {"mean": 42.0, "std": 2.0, "n": 3}
+    assert dsla["bbox/AP50"]["mean"] == 62.0 and dsla["minutes"]["mean"] == 2.0
+    # A seed whose figure is undefined (nan) does not make the mean nan; n says how many counted.
+    assert dsla["score_iou/pearson"]["mean"] == pytest.approx(0.7) and dsla["score_iou/pearson"]["n"] == 2
+    fcos = summary["shapes"]["fcos"]
+    assert fcos["bbox/AP"]["mean"] == 50.0 and math.isnan(fcos["bbox/AP"]["std"])
+    assert math.isnan(fcos["bbox/AP75"]["mean"])
+
+
+def test_markdown_has_a_table_per_dataset_with_mean_std_and_the_machine(tmp_path):
+    for seed, ap in zip((1, 2), (40.0, 44.0)):
+        _write_result(tmp_path, "shapes", "dsla", seed, ap, 0.75)
+    _write_result(tmp_path, "shapes", "fcos", 1, 50.0, math.nan)
+    results = collect_results(str(tmp_path))
+    markdown = render_markdown(
+        aggregate(results, ["fcos", "dsla"]), iters=100, machines=[results[0]["machine"]], run_minutes=6.0,
+        wall_minutes=7.5, command="python tools/study.py --iters 100",
+    )
+    lines = markdown.splitlines()
+    header = lines.index("## shapes") + 2
+    assert lines[header] == (
+        "| variant | seeds | AP | AP50 | APs | APm | APl | pearson | spearman | top-score not best-localized | "
+        "train min |"
+    )
+    assert lines[header + 1] == "|" + "---|" * 11
+    assert lines[header + 2] == (
+        "| `fcos` | 1 | 50.0 | 70.0 | 40.0 | 50.0 | 55.0 | n/a | 0.500 | 0.250 | 2.0 |"
+    )
+    assert lines[header + 3].startswith("| `dsla` | 2 | 42.0 ± 2.8 | 62.0 ± 2.8 | 32.0 ± 2.8 |")
+    assert "| 0.750 ± 0.000 |" in lines[header + 3]
+    assert "- `dsla`: `DSLA/dsla_quickstart_shapes.yaml` with `MODEL.DSLA.IOU_ONLY true`" in lines
+    assert "- Linux-test, 2 CPUs, torch 2.x, device cpu" in lines
+    assert "- training and evaluation, all runs above: 6.0 minutes" in lines
+    assert "- command: `python tools/study.py --iters 100`" in lines
+
+
+def _fake_launcher(calls, fail=()):
+    def launch(run):
+        calls.append(run.label)
+        if run.variant.name in fail:
+            raise RunFailed(f"{run.label} crashed")
+        os.makedirs(run.output_dir, exist_ok=True)
+        with open(run.result_file, "w") as f:
+            json.dump({**run.record(), "metrics": {"bbox/AP": 1.0}, "minutes": 0.1}, f)
+    return launch
+
+
+def test_finished_runs_are_skipped_and_runs_of_another_budget_or_definition_retrained(shapes_root, tmp_path):
+    variants = [BUILTINS["fcos"], BUILTINS["dsla"]]
+    datasets = [StudyDataset.family("shapes")]
+    calls = []
+    execute_runs(plan_runs(datasets, variants, [1, 2], 5, str(tmp_path)), launch=_fake_launcher(calls))
+    assert len(calls) == 4
+
+    calls.clear()
+    outcome = execute_runs(plan_runs(datasets, variants, [1, 2, 3], 5, str(tmp_path)), launch=_fake_launcher(calls))
+    assert calls == ["shapes/fcos/seed3", "shapes/dsla/seed3"] and len(outcome["skipped"]) == 4
+
+    calls.clear()
+    execute_runs(plan_runs(datasets, variants, [1], 9, str(tmp_path)), launch=_fake_launcher(calls))
+    assert calls == ["shapes/fcos/seed1", "shapes/dsla/seed1"]
+
+    calls.clear()
+    redefined = parse_variant("dsla=dsla MODEL.DSLA.IOU_ONLY True", BUILTINS)
+    execute_runs(plan_runs(datasets, [redefined], [1], 9, str(tmp_path)), launch=_fake_launcher(calls))
+    assert calls == ["shapes/dsla/seed1"]
+
+
+def test_a_failed_run_is_reported_and_the_study_goes_on_unless_fail_fast(shapes_root, tmp_path):
+    runs = plan_runs([StudyDataset.family("shapes")], [BUILTINS["fcos"], BUILTINS["dsla"]], [1, 2], 5, str(tmp_path))
+    calls = []
+    outcome = execute_runs(runs, launch=_fake_launcher(calls, fail={"fcos"}))
+    assert len(calls) == 4
+    assert [r.label for r in outcome["failed"]] == ["shapes/fcos/seed1", "shapes/fcos/seed2"]
+    assert [r.label for r in outcome["finished"]] == ["shapes/dsla/seed1", "shapes/dsla/seed2"]
+
+    calls.clear()
+    with pytest.raises(RunFailed):
+        execute_runs(runs, fail_fast=True, launch=_fake_launcher(calls, fail={"fcos"}))
+    assert calls == ["shapes/fcos/seed1"]
+
+
+def test_study_trains_each_run_in_a_child_process_and_writes_table_json_and_plots(shapes_root, tmp_path, monkeypatch):
+    # The spawned children inherit the environment: the small shapes copy, one thread each.
+    for key, value in shapes_env(shapes_root).items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "study"
+    broken = parse_variant("broken=dsla MODEL.BACKBONE.NAME no_such_backbone", BUILTINS)
+    report = run_study(
+        [BUILTINS["fcos"], BUILTINS["dsla"], broken], [StudyDataset.family("shapes", input_size=(64, 64))], [1], 3,
+        str(out), opts=TINY,
+    )
+    assert [r.label for r in report["outcome"]["finished"]] == ["shapes/fcos/seed1", "shapes/dsla/seed1"]
+    assert [r.label for r in report["outcome"]["failed"]] == ["shapes/broken/seed1"]
+    assert "no_such_backbone" in (out / "shapes" / "broken" / "seed1" / "error.txt").read_text()
+
+    for variant in ("fcos", "dsla"):
+        result = json.loads((out / "shapes" / variant / "seed1" / "result.json").read_text())
+        assert result["iterations"] == 3 and result["minutes"] > 0
+        assert {"bbox/AP", "bbox/APs", "score_iou/pearson", "score_iou/gt_top_score_not_best_iou"} <= set(result["metrics"])
+        assert result["metrics"]["score_iou/num_detections"] > 0
+        assert ["INPUT.MIN_SIZE_TEST", 64] in result["overrides"]
+        cfg = (out / "shapes" / variant / "seed1" / "config.yaml").read_text()
+        assert "MAX_ITER: 3" in cfg and "SEED: 1" in cfg
+    study = json.loads((out / "study.json").read_text())
+    assert [(r["variant"], r["seed"]) for r in study["runs"]] == [("dsla", 1), ("fcos", 1)]
+    assert list(study["summary"]["shapes"]) == ["fcos", "dsla"]
+    markdown = (out / "study.md").read_text()
+    assert "| `fcos` | 1 |" in markdown and "| `dsla` | 1 |" in markdown and "`broken`" not in markdown
+    for plot in ("study_ap.png", "study_consistency.png"):
+        with Image.open(out / plot) as im:
+            assert im.size[0] > 100 and len(set(im.convert("L").getdata())) > 2
+
+    # Resumed: nothing finished is trained again; the report is rebuilt from the results alone.
+    (out / "study.md").unlink()
+    calls = []
+    again = run_study([BUILTINS["fcos"], BUILTINS["dsla"]], [StudyDataset.family("shapes", input_size=(64, 64))], [1],
+                      3, str(out), opts=TINY, launch=_fake_launcher(calls))
+    assert calls == [] and len(again["outcome"]["skipped"]) == 2
+    assert "| `fcos` | 1 |" in (out / "study.md").read_text()
