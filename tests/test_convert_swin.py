@@ -7,6 +7,7 @@ import re
 import pytest
 import timm
 import torch
+from safetensors.torch import save_file
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
@@ -53,16 +54,21 @@ def detector():
     return build_model(load_config(SWIN_CONFIG, ["MODEL.SWIN.NAME", TINY]))
 
 
-@pytest.mark.parametrize("layout", ["official", "timm", "timm_features_only"])
+@pytest.mark.parametrize("layout", ["official", "timm", "timm_safetensors", "timm_features_only"])
 def test_imagenet_checkpoint_loads_through_model_weights_into_the_whole_trunk(
     tmp_path, imagenet_swin, detector, layout
 ):
-    source = {"official": _timm_to_official, "timm": dict, "timm_features_only": _timm_features_only}[layout](
-        imagenet_swin
-    )
-    path = tmp_path / f"swin_tiny_{layout}.pth"
-    torch.save({"model": source} if layout == "official" else source, tmp_path / "in.pth")
-    assert convert_swin_checkpoint.main([str(tmp_path / "in.pth"), str(path)]) == 0
+    path = tmp_path / "swin_tiny_d2.pth"
+    if layout == "official":
+        source = tmp_path / "swin_tiny_patch4_window7_224.pth"
+        torch.save({"model": _timm_to_official(imagenet_swin)}, source)
+    elif layout == "timm_safetensors":
+        source = tmp_path / "model.safetensors"
+        save_file(imagenet_swin, source)
+    else:
+        source = tmp_path / "pytorch_model.bin"
+        torch.save(imagenet_swin if layout == "timm" else _timm_features_only(imagenet_swin), source)
+    assert convert_swin_checkpoint.main([str(source), str(path)]) == 0
 
     with torch.no_grad():
         for p in detector.backbone.bottom_up.parameters():

@@ -23,11 +23,10 @@ import logging
 import sys
 
 import torch
-from timm.models import load_state_dict
 
 from detectron2.utils.logger import setup_logger
 
-from dsla.checkpoint.convert_swin import convert_swin_state_dict
+from dsla.checkpoint.convert_swin import convert_swin_state_dict, load_swin_checkpoint
 
 logger = logging.getLogger("dsla")
 
@@ -48,10 +47,7 @@ def main(argv=None) -> int:
     if args.output.endswith(".pkl"):
         parser.error("OUT must not end in .pkl: detectron2 would read it as a pickle, not as a torch file")
     setup_logger(name="dsla")
-    # timm's loader takes the "model" / "state_dict" entry, strips a DataParallel "module." prefix and reads
-    # safetensors.
-    source = load_state_dict(args.input, use_ema=False, weights_only=not args.allow_pickle)
-    converted, unmatched = convert_swin_state_dict(source)
+    converted, unmatched = convert_swin_state_dict(load_swin_checkpoint(args.input, args.allow_pickle))
     for key, reason in unmatched:
         logger.warning(f"Not converted: {key} ({reason})")
     if not converted:
