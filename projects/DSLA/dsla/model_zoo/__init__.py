@@ -1,0 +1,35 @@
+"""
+The DSLA configs shipped with the package (``dsla/model_zoo/configs``, the repository's ``configs/``), found
+from any directory and from an installed package, as ``detectron2.model_zoo`` does for detectron2's.
+"""
+import os
+
+from detectron2.config import LazyConfig
+
+from ..config import get_dsla_cfg
+
+__all__ = ["get_config", "get_config_file"]
+
+CONFIG_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def get_config_file(config_path: str) -> str:
+    """
+    The absolute path of a shipped config, given relative to ``configs/``, e.g.
+    ``"DSLA/dsla_R_50_FPN_1x.yaml"`` or ``"DSLA/dsla_R_50_FPN_1x.py"``.
+    """
+    path = os.path.join(CONFIG_ROOT, config_path)
+    if not os.path.isfile(path):
+        raise RuntimeError(f"{config_path} is not a DSLA config; the configs are under {CONFIG_ROOT}")
+    return path
+
+
+def get_config(config_path: str):
+    """
+    A shipped config: for a YAML, detectron2's config with the DSLA keys (a ``CfgNode``, as
+    :func:`dsla.get_dsla_cfg` gives it); for a ``.py``, the LazyConfig (an omegaconf ``DictConfig``).
+    """
+    path = get_config_file(config_path)
+    if path.endswith(".py"):
+        return LazyConfig.load(path)
+    return get_dsla_cfg(path)

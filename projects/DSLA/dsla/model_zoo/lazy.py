@@ -1,0 +1,173 @@
+"""
+LazyConfig pieces derived from a YAML config, so that ``configs/DSLA/X.py`` and ``configs/DSLA/X.yaml`` cannot
+drift: each piece is a ``LazyCall`` of the builder the YAML path uses, with the arguments that builder's
+``from_config`` reads from the YAML. The layout and key names are those of detectron2's ``configs/common``.
+"""
+import inspect
+from typing import Any, Dict, Mapping
+
+from fvcore.common.param_scheduler import CosineParamScheduler, MultiStepParamScheduler
+from omegaconf import DictConfig, OmegaConf
+
+from detectron2.config import CfgNode, LazyCall as L, get_cfg
+from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import Backbone, build_backbone
+from detectron2.solver import WarmupParamScheduler
+
+from ..config import add_dsla_config
+from ..data import DSLADatasetMapper
+from ..engine import build_evaluator
+from ..modeling import DSLA, DSLAHead, DSLAProposalGenerator
+from ..solver import get_param_groups, make_optimizer, optimizer_kwargs, param_group_kwargs
+
+__all__ = [
+    "build_backbone_from_keys",
+    "lazy_dataloader",
+    "lazy_lr_multiplier",
+    "lazy_model",
+    "lazy_optimizer",
+    "lazy_train",
+]
+
+# The MODEL keys the DSLA backbone builders read.
+BACKBONE_KEYS = ("BACKBONE", "FPN", "RESNETS", "SWIN", "TINY_CONVNET")
+
+
+def _plain(node):
+    """A CfgNode (or part of one) as plain dicts and lists, which OmegaConf stores."""
+    if isinstance(node, Mapping):
+        return {k: _plain(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_plain(v) for v in node]
+    return node
+
+
+def build_backbone_from_keys(model_keys: Mapping, input_channels: int = 3) -> Backbone:
+    """
+    detectron2's ``build_backbone`` on the DSLA defaults updated with ``model_keys``, a nested mapping of
+    ``MODEL`` keys (``BACKBONE.NAME``, ``RESNETS``, ``SWIN``, ``FPN``, ...), e.g. a LazyConfig node.
+    """
+    if isinstance(model_keys, DictConfig):
+        model_keys = OmegaConf.to_container(model_keys, resolve=True)
+    cfg = get_cfg()
+    add_dsla_config(cfg)
+    cfg.MODEL.merge_from_other_cfg(CfgNode(dict(model_keys)))
+    return build_backbone(cfg, ShapeSpec(channels=input_channels))
+
+
+def lazy_model(cfg: CfgNode):
+    """The ``DSLA`` detector that ``build_model(cfg)`` builds, as a LazyCall tree."""
+    if cfg.MODEL.META_ARCHITECTURE != "DSLA" or cfg.MODEL.PROPOSAL_GENERATOR.NAME != "DSLA":
+        raise ValueError(
+            "LazyConfigs are derived for the DSLA detector only, got MODEL.META_ARCHITECTURE "
+            f"{cfg.MODEL.META_ARCHITECTURE!r} with MODEL.PROPOSAL_GENERATOR.NAME {cfg.MODEL.PROPOSAL_GENERATOR.NAME!r}"
+        )
+    # The FPN levels the head reads, without building the backbone.
+    shapes = [ShapeSpec(channels=cfg.MODEL.FPN.OUT_CHANNELS, stride=s) for s in cfg.MODEL.DSLA.FPN_STRIDES]
+    proposal_generator = DSLAProposalGenerator.from_config(cfg, dict(zip(cfg.MODEL.DSLA.IN_FEATURES, shapes)))
+    proposal_generator["head"] = L(DSLAHead)(**DSLAHead.from_config(cfg, shapes))
+    return L(DSLA)(
+        backbone=L(build_backbone_from_keys)(
+            model_keys={key: _plain(cfg.MODEL[key]) for key in BACKBONE_KEYS},
+            input_channels=len(cfg.MODEL.PIXEL_MEAN),
+        ),
+        proposal_generator=L(DSLAProposalGenerator)(**proposal_generator),
+        pixel_mean=list(cfg.MODEL.PIXEL_MEAN),
+        pixel_std=list(cfg.MODEL.PIXEL_STD),
+    )
+
+
+def _lazy_augmentation(augmentation):
+    """A detectron2 ``Augmentation`` object as the LazyCall that makes it (its constructor's arguments)."""
+    parameters = inspect.signature(type(augmentation).__init__).parameters
+    kwargs = {
+        name: _plain(getattr(augmentation, name))
+        for name, p in parameters.items()
+        if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and hasattr(augmentation, name)
+    }
+    return L(type(augmentation))(**kwargs)
+
+
+def _lazy_mapper(cfg: CfgNode, is_train: bool):
+    kwargs = DSLADatasetMapper.from_config(cfg, is_train)
+    kwargs["augmentations"] = [_lazy_augmentation(a) for a in kwargs["augmentations"]]
+    return L(DSLADatasetMapper)(**kwargs)
+
+
+def lazy_dataloader(cfg: CfgNode) -> DictConfig:
+    """
+    ``dataloader.train``, ``dataloader.test`` (the first of ``DATASETS.TEST``) and ``dataloader.evaluator``
+    (:func:`dsla.engine.build_evaluator`) of the YAML training.
+    """
+    dataloader = OmegaConf.create()
+    dataloader.train = L(build_detection_train_loader)(
+        dataset=L(get_detection_dataset_dicts)(
+            names=list(cfg.DATASETS.TRAIN), filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+        ),
+        mapper=_lazy_mapper(cfg, is_train=True),
+        total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+        aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+    )
+    dataloader.test = L(build_detection_test_loader)(
+        dataset=L(get_detection_dataset_dicts)(names=cfg.DATASETS.TEST[0], filter_empty=False),
+        mapper=_lazy_mapper(cfg, is_train=False),
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+    )
+    dataloader.evaluator = L(build_evaluator)(
+        # The keys build_evaluator reads; results go under train.output_dir as in the YAML training.
+        cfg=dict(
+            OUTPUT_DIR="${train.output_dir}",
+            TEST=dict(SCORE_IOU_EVAL=cfg.TEST.SCORE_IOU_EVAL, SCORE_IOU_TOPK=cfg.TEST.SCORE_IOU_TOPK),
+        ),
+        dataset_name="${..test.dataset.names}",
+    )
+    return dataloader
+
+
+def lazy_optimizer(cfg: CfgNode):
+    """
+    The optimizer of :func:`dsla.solver.build_optimizer`; as in detectron2's LazyConfigs, ``params.model`` is
+    set to the model before it is instantiated.
+    """
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    if clip.ENABLED and clip.CLIP_TYPE != "full_model":
+        raise ValueError(f"LazyConfigs clip gradients only as 'full_model', got CLIP_TYPE {clip.CLIP_TYPE!r}")
+    return L(make_optimizer)(params=L(get_param_groups)(model=None, **param_group_kwargs(cfg)), **optimizer_kwargs(cfg))
+
+
+def lazy_lr_multiplier(cfg: CfgNode):
+    """The schedule of detectron2's ``build_lr_scheduler(cfg)``, as a LazyConfig ``lr_multiplier``."""
+    solver = cfg.SOLVER
+    if solver.LR_SCHEDULER_NAME == "WarmupMultiStepLR":
+        steps = [s for s in solver.STEPS if s <= solver.MAX_ITER]
+        scheduler = L(MultiStepParamScheduler)(
+            values=[solver.GAMMA**k for k in range(len(steps) + 1)], milestones=steps, num_updates=solver.MAX_ITER
+        )
+    elif solver.LR_SCHEDULER_NAME == "WarmupCosineLR":
+        scheduler = L(CosineParamScheduler)(start_value=1.0, end_value=solver.BASE_LR_END / solver.BASE_LR)
+    else:
+        raise ValueError(f"No LazyConfig schedule for SOLVER.LR_SCHEDULER_NAME {solver.LR_SCHEDULER_NAME!r}")
+    return L(WarmupParamScheduler)(
+        scheduler=scheduler,
+        warmup_factor=solver.WARMUP_FACTOR,
+        warmup_length=min(solver.WARMUP_ITERS / solver.MAX_ITER, 1.0),
+        warmup_method=solver.WARMUP_METHOD,
+        rescale_interval=solver.RESCALE_INTERVAL,
+    )
+
+
+def lazy_train(cfg: CfgNode) -> Dict[str, Any]:
+    """The ``train`` dict of detectron2's ``configs/common/train.py``, with the YAML's values."""
+    return dict(
+        output_dir=cfg.OUTPUT_DIR,
+        init_checkpoint=cfg.MODEL.WEIGHTS,
+        max_iter=cfg.SOLVER.MAX_ITER,
+        amp=dict(enabled=cfg.SOLVER.AMP.ENABLED),
+        ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
+        checkpointer=dict(period=cfg.SOLVER.CHECKPOINT_PERIOD, max_to_keep=100),
+        eval_period=cfg.TEST.EVAL_PERIOD,
+        log_period=20,
+        device=cfg.MODEL.DEVICE,
+    )
