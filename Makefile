@@ -11,7 +11,7 @@ STAMP := $(VENV)/.dsla-installed-torch$(TORCH)
 PYTEST_ARGS ?=
 OUTPUT ?= output
 
-.PHONY: install test demo benchmark compare clean-venv
+.PHONY: install test demo benchmark compare study study-screen clean-venv
 
 install: $(STAMP)
 
@@ -42,3 +42,13 @@ compare: install
 # Speed and memory of DSLA vs FCOS (R-50-FPN) and of the label assignment (see README).
 benchmark: install
 	$(PY) tools/benchmark.py --reps 5 --output $(OUTPUT)/benchmark.json
+
+# The DSLA-vs-FCOS study: every variant x 3 seeds x each dataset at the quick-start budget (hours on a CPU;
+# resumable: finished runs are skipped). study-screen: one seed, 500 iterations, to pick candidates.
+STUDY_DATASETS ?= shapes
+STUDY_ARGS ?=
+study: install
+	$(PY) tools/study.py --output $(OUTPUT)/study --datasets $(STUDY_DATASETS) --iters 1500 --seeds 1,2,3 $(STUDY_ARGS)
+
+study-screen: install
+	$(PY) tools/study.py --output $(OUTPUT)/study-screen --datasets $(STUDY_DATASETS) --iters 500 --seeds 1 $(STUDY_ARGS)

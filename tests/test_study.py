@@ -19,7 +19,10 @@ from dsla.study import (
     collect_results,
     datasets_from_args,
     execute_runs,
+    format_override_value,
     load_variant_spec,
+    main,
+    parse_override_value,
     parse_variant,
     plan_runs,
     render_markdown,
@@ -77,6 +80,13 @@ def test_variant_from_the_command_line_keeps_its_base_and_reads_lists_and_yaml_i
     assert opts["INPUT.MIN_SIZE_TRAIN"] == (128,)
     assert opts["MODEL.DSLA.IOU_COUPLING"] is False
     assert opts["DATASETS.TRAIN"] == ("a", "b")
+
+
+@pytest.mark.parametrize(
+    "value", [[[0.0, 64.0], [512.0, math.inf]], (160,), (128, 160), True, 0.5, 3, "RGB", "build_dsla_tiny_fpn_backbone"]
+)
+def test_override_values_are_written_as_text_that_reads_back(value):
+    assert parse_override_value(format_override_value(value)) == value
 
 
 def test_variant_from_a_config_file_and_malformed_variants_are_errors(tmp_path):
@@ -213,7 +223,7 @@ def test_markdown_has_a_table_per_dataset_with_mean_std_and_the_machine(tmp_path
     )
     assert lines[header + 3].startswith("| `dsla` | 2 | 42.0 ± 2.8 | 62.0 ± 2.8 | 32.0 ± 2.8 |")
     assert "| 0.750 ± 0.000 |" in lines[header + 3]
-    assert "- `dsla`: `DSLA/dsla_quickstart_shapes.yaml` with `MODEL.DSLA.IOU_ONLY true`" in lines
+    assert "- `dsla`: `DSLA/dsla_quickstart_shapes.yaml` with `MODEL.DSLA.IOU_ONLY True`" in lines
     assert "- Linux-test, 2 CPUs, torch 2.x, device cpu" in lines
     assert "- training and evaluation, all runs above: 6.0 minutes" in lines
     assert "- command: `python tools/study.py --iters 100`" in lines
@@ -270,14 +280,16 @@ def test_study_trains_each_run_in_a_child_process_and_writes_table_json_and_plot
     for key, value in shapes_env(shapes_root).items():
         monkeypatch.setenv(key, value)
     out = tmp_path / "study"
-    broken = parse_variant("broken=dsla MODEL.BACKBONE.NAME no_such_backbone", BUILTINS)
-    report = run_study(
-        [BUILTINS["fcos"], BUILTINS["dsla"], broken], [StudyDataset.family("shapes", input_size=(64, 64))], [1], 3,
-        str(out), opts=TINY,
-    )
-    assert [r.label for r in report["outcome"]["finished"]] == ["shapes/fcos/seed1", "shapes/dsla/seed1"]
-    assert [r.label for r in report["outcome"]["failed"]] == ["shapes/broken/seed1"]
+    study = ["--output", str(out), "--datasets", "shapes", "--input-size", "shapes", "64", "64", "--iters", "3",
+             "--seeds", "1", "--device", "cpu"]
+    tiny = [str(item) for pair in TINY for item in pair]
+    status = main(argument_parser().parse_args(
+        [*study, "--variants", "fcos,dsla,broken", "--variant", "broken=dsla MODEL.BACKBONE.NAME no_such_backbone",
+         *tiny]
+    ))
+    assert status == 1  # a run failed, the others finished and are reported
     assert "no_such_backbone" in (out / "shapes" / "broken" / "seed1" / "error.txt").read_text()
+    assert not (out / "shapes" / "broken" / "seed1" / "result.json").exists()
 
     for variant in ("fcos", "dsla"):
         result = json.loads((out / "shapes" / variant / "seed1" / "result.json").read_text())
@@ -286,20 +298,22 @@ def test_study_trains_each_run_in_a_child_process_and_writes_table_json_and_plot
         assert result["metrics"]["score_iou/num_detections"] > 0
         assert ["INPUT.MIN_SIZE_TEST", 64] in result["overrides"]
         cfg = (out / "shapes" / variant / "seed1" / "config.yaml").read_text()
-        assert "MAX_ITER: 3" in cfg and "SEED: 1" in cfg
-    study = json.loads((out / "study.json").read_text())
-    assert [(r["variant"], r["seed"]) for r in study["runs"]] == [("dsla", 1), ("fcos", 1)]
-    assert list(study["summary"]["shapes"]) == ["fcos", "dsla"]
+        assert "MAX_ITER: 3" in cfg and "SEED: 1" in cfg and "IMS_PER_BATCH: 2" in cfg
+    report = json.loads((out / "study.json").read_text())
+    assert [(r["variant"], r["seed"]) for r in report["runs"]] == [("dsla", 1), ("fcos", 1)]
+    assert list(report["summary"]["shapes"]) == ["fcos", "dsla"]
     markdown = (out / "study.md").read_text()
     assert "| `fcos` | 1 |" in markdown and "| `dsla` | 1 |" in markdown and "`broken`" not in markdown
     for plot in ("study_ap.png", "study_consistency.png"):
         with Image.open(out / plot) as im:
             assert im.size[0] > 100 and len(set(im.convert("L").getdata())) > 2
 
-    # Resumed: nothing finished is trained again; the report is rebuilt from the results alone.
-    (out / "study.md").unlink()
+    # Resumed: nothing finished is trained again.
     calls = []
     again = run_study([BUILTINS["fcos"], BUILTINS["dsla"]], [StudyDataset.family("shapes", input_size=(64, 64))], [1],
                       3, str(out), opts=TINY, launch=_fake_launcher(calls))
     assert calls == [] and len(again["outcome"]["skipped"]) == 2
+    # --report-only rebuilds the report from the results alone.
+    (out / "study.md").unlink()
+    assert main(argument_parser().parse_args([*study, "--report-only"])) == 0
     assert "| `fcos` | 1 |" in (out / "study.md").read_text()

@@ -20,6 +20,7 @@ from .runs import (
 from .variants import (
     BUILTIN_VARIANTS,
     Variant,
+    format_override_value,
     load_variant_spec,
     parse_override_value,
     parse_variant,
@@ -38,6 +39,7 @@ __all__ = [
     "datasets_from_args",
     "execute_runs",
     "format_mean_std",
+    "format_override_value",
     "is_finished",
     "load_result",
     "load_variant_spec",

@@ -13,7 +13,14 @@ from detectron2.utils.logger import setup_logger
 from ..data import add_register_coco_argument
 from .report import write_report
 from .runs import StudyDataset, execute_runs, plan_runs
-from .variants import BUILTIN_VARIANTS, Variant, load_variant_spec, parse_override_value, parse_variant
+from .variants import (
+    BUILTIN_VARIANTS,
+    Variant,
+    format_override_value,
+    load_variant_spec,
+    parse_override_value,
+    parse_variant,
+)
 
 __all__ = ["argument_parser", "datasets_from_args", "main", "run_study", "variants_from_args"]
 
@@ -26,7 +33,7 @@ def _comma_list(text: str) -> List[str]:
 
 def argument_parser() -> argparse.ArgumentParser:
     builtins = "\n".join(
-        f"  {v.name:<20} {v.config_file}" + "".join(f" {k} {val}" for k, val in v.opts) for v in BUILTIN_VARIANTS
+        f"  {v.name:<20} {v.config_file}" + "".join(f" {k} {format_override_value(val)}" for k, val in v.opts) for v in BUILTIN_VARIANTS
     )
     parser = argparse.ArgumentParser(
         description="Train variants x seeds x datasets with equal budgets, each in a fresh process, and report "

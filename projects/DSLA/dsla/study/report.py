@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .runs import RESULT_FILE_NAME, load_result  # noqa: E402
+from .variants import format_override_value  # noqa: E402
 
 __all__ = [
     "COLUMNS",
@@ -108,10 +109,6 @@ def format_mean_std(stat: Dict[str, float], decimals: int) -> str:
     return f"{stat['mean']:.{decimals}f} ± {stat['std']:.{decimals}f}"
 
 
-def _format_override(value: Any) -> str:
-    return json.dumps(value).replace("Infinity", "inf")
-
-
 def render_markdown(
     summary: Dict[str, Dict[str, Any]],
     *,
@@ -142,7 +139,7 @@ def render_markdown(
     definitions = OrderedDict()
     for variants in summary.values():
         for variant, entry in variants.items():
-            overrides = " ".join(f"{k} {_format_override(v)}" for k, v in entry["variant_overrides"])
+            overrides = " ".join(f"{k} {format_override_value(v)}" for k, v in entry["variant_overrides"])
             definitions.setdefault(variant, f"`{entry['config_file']}`" + (f" with `{overrides}`" if overrides else ""))
     lines += ["## Variants", ""] + [f"- `{name}`: {text}" for name, text in definitions.items()] + [""]
 

@@ -43,7 +43,9 @@ ERROR_FILE_NAME = "error.txt"
 class StudyDataset:
     """
     A train/validation pair of registered datasets, labelled ``name`` in the study's output. ``input_size``
-    (shorter side, longest side) replaces the config's input sizes for this dataset.
+    (shorter side, longest side) replaces the config's input sizes for this dataset. Each run's process registers
+    its datasets anew: they must be registered by importing ``dsla`` (as the synthetic ones are) or be given as
+    ``register_coco`` to :func:`plan_runs`.
     """
 
     name: str

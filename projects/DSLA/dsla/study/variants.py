@@ -3,6 +3,7 @@ The variants a study compares: a name, a base config and ``KEY VALUE`` overrides
 detectron2's FCOS and DSLA as the quick start ships them, and DSLA with one thing changed at a time.
 """
 import ast
+import math
 import os
 import re
 import shlex
@@ -14,6 +15,7 @@ import yaml
 __all__ = [
     "BUILTIN_VARIANTS",
     "Variant",
+    "format_override_value",
     "load_variant_spec",
     "parse_override_value",
     "parse_variant",
@@ -100,6 +102,16 @@ def parse_override_value(text: str) -> Any:
     except yaml.YAMLError:
         return text
     return text if value is None or isinstance(value, str) else value
+
+
+def format_override_value(value: Any) -> str:
+    """A config value as text that :func:`parse_override_value` reads back, e.g. ``[[0.0, 64.0], [512.0, .inf]]``."""
+    if isinstance(value, (list, tuple)):
+        text = ", ".join(format_override_value(v) for v in value)
+        return f"[{text}]" if isinstance(value, list) else f"({text}{',' if len(value) == 1 else ''})"
+    if isinstance(value, float) and math.isinf(value):
+        return ".inf" if value > 0 else "-.inf"
+    return str(value)
 
 
 def _pairs(items: Sequence[Any], where: str) -> List[Tuple[str, Any]]:
