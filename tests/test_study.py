@@ -176,7 +176,8 @@ def _write_result(out, dataset, variant, seed, ap, pearson, iters=100, minutes=2
                "score_iou/pearson": pearson, "score_iou/spearman": 0.5, "score_iou/gt_top_score_not_best_iou": 0.25}
     result = {"dataset": dataset, "variant": variant, "seed": seed, "iterations": iters, "minutes": minutes,
               "config_file": "DSLA/dsla_quickstart_shapes.yaml", "variant_overrides": [["MODEL.DSLA.IOU_ONLY", True]],
-              "metrics": metrics, "machine": {"platform": "Linux-test", "cpu_count": 2, "torch": "2.x", "device": "cpu"}}
+              "metrics": metrics,
+              "machine": {"platform": "Linux-test", "cpu_count": 2, "torch": "2.x", "device": "cpu"}}
     (run_dir / "result.json").write_text(json.dumps(result))
 
 
@@ -294,7 +295,8 @@ def test_study_trains_each_run_in_a_child_process_and_writes_table_json_and_plot
     for variant in ("fcos", "dsla"):
         result = json.loads((out / "shapes" / variant / "seed1" / "result.json").read_text())
         assert result["iterations"] == 3 and result["minutes"] > 0
-        assert {"bbox/AP", "bbox/APs", "score_iou/pearson", "score_iou/gt_top_score_not_best_iou"} <= set(result["metrics"])
+        expected = {"bbox/AP", "bbox/APs", "score_iou/pearson", "score_iou/gt_top_score_not_best_iou"}
+        assert expected <= set(result["metrics"])
         assert result["metrics"]["score_iou/num_detections"] > 0
         assert ["INPUT.MIN_SIZE_TEST", 64] in result["overrides"]
         cfg = (out / "shapes" / variant / "seed1" / "config.yaml").read_text()

@@ -33,7 +33,8 @@ def _comma_list(text: str) -> List[str]:
 
 def argument_parser() -> argparse.ArgumentParser:
     builtins = "\n".join(
-        f"  {v.name:<20} {v.config_file}" + "".join(f" {k} {format_override_value(val)}" for k, val in v.opts) for v in BUILTIN_VARIANTS
+        f"  {v.name:<20} {v.config_file}" + "".join(f" {k} {format_override_value(val)}" for k, val in v.opts)
+        for v in BUILTIN_VARIANTS
     )
     parser = argparse.ArgumentParser(
         description="Train variants x seeds x datasets with equal budgets, each in a fresh process, and report "
@@ -165,6 +166,8 @@ def run_study(
         wall_minutes=(time.perf_counter() - start) / 60,
         command=command,
     )
+    if not report["runs"]:
+        logger.warning(f"No finished run of {iters} iterations in {output_dir} (give the --iters the runs used)")
     logger.info(f"Report of {len(report['runs'])} runs: {os.path.join(output_dir, 'study.md')}")
     return {**report, "outcome": outcome}
 

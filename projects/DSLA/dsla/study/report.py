@@ -122,8 +122,8 @@ def render_markdown(
     variants' definitions, the machine and the time taken."""
     lines = ["# DSLA vs FCOS study", ""]
     if iters is not None:
-        lines.append(f"Every run trains {iters} iterations with its config's batch and schedule, then is evaluated once "
-                     "on the dataset's validation split.")
+        lines.append(f"Every run trains {iters} iterations with its config's batch and schedule, then is evaluated "
+                     "once on the dataset's validation split.")
     lines.append("Figures are mean ± standard deviation over seeds (n - 1); score-IoU figures from ScoreIoUEvaluator, "
                  "over detections with IoU >= 0.5.")
     lines.append("")
@@ -169,7 +169,8 @@ def _grouped_bars(ax, summary, key, title):
     ax.set_xticklabels(variants, rotation=30, ha="right")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(title="dataset")
+    if datasets:
+        ax.legend(title="dataset")
 
 
 def plot_study(summary: Dict[str, Dict[str, Any]], output_dir: str) -> List[str]:
@@ -208,7 +209,8 @@ def write_report(
     """
     results = collect_results(output_dir, iters)
     summary = aggregate(results, variant_order)
-    machines = list({json.dumps(r["machine"], sort_keys=True): r["machine"] for r in results if "machine" in r}.values())
+    machines = {json.dumps(r["machine"], sort_keys=True): r["machine"] for r in results if "machine" in r}
+    machines = list(machines.values())
     run_minutes = float(sum(r.get("minutes", 0.0) for r in results))
     report = {
         "iterations": iters,

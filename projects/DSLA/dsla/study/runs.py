@@ -153,9 +153,10 @@ def plan_runs(
     for seed in seeds:
         for dataset in datasets:
             for variant in variants:
-                num_classes_key, _ = model_num_classes(
-                    get_dsla_cfg(resolve_config_file(variant.config_file), [*variant.flat_opts(), "MODEL.DEVICE", device])
+                variant_cfg = get_dsla_cfg(
+                    resolve_config_file(variant.config_file), [*variant.flat_opts(), "MODEL.DEVICE", device]
                 )
+                num_classes_key, _ = model_num_classes(variant_cfg)
                 run = StudyRun(
                     dataset=dataset,
                     variant=variant,
@@ -209,6 +210,8 @@ def train_run(run: StudyRun) -> Dict[str, Any]:
     """
     start = time.perf_counter()
     register_coco_datasets(run.register_coco)
+    # The engine's setup takes train_net.py's arguments (default_setup logs them); the overrides stay Python
+    # values rather than text, so that e.g. an infinite level range reaches the config as it is.
     args = default_argument_parser().parse_args(["--config-file", resolve_config_file(run.variant.config_file)])
     args.opts = run.config_opts()
     cfg = setup(args)
