@@ -13,9 +13,8 @@ from conftest import REPO_ROOT
 
 def test_repository_configs_are_the_package_configs():
     # One config tree: configs/ at the repository root is the package's, not a copy that could drift.
-    assert os.path.samefile(os.path.join(REPO_ROOT, "configs"), os.path.dirname(os.path.dirname(
-        get_config_file("DSLA/dsla_R_50_FPN_1x.yaml")
-    )))
+    package_configs = os.path.dirname(os.path.dirname(get_config_file("DSLA/dsla_R_50_FPN_1x.yaml")))
+    assert os.path.samefile(os.path.join(REPO_ROOT, "configs"), package_configs)
 
 
 def test_get_config_works_from_another_directory(tmp_path, monkeypatch):
@@ -27,12 +26,8 @@ def test_get_config_works_from_another_directory(tmp_path, monkeypatch):
 
 def test_non_editable_install_ships_the_configs(tmp_path):
     target = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), REPO_ROOT],
-        check=True,
-        capture_output=True,
-    )
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*pip, "--target", str(target), REPO_ROOT], check=True, capture_output=True)
     script = textwrap.dedent(
         f"""
         import os
@@ -50,9 +45,7 @@ def test_non_editable_install_ships_the_configs(tmp_path):
         """
     )
     env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "configs found" in out.stdout
 
