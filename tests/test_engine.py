@@ -199,3 +199,19 @@ def test_lazy_config_trains_then_evaluates(shapes_root, tmp_path, monkeypatch):
     weights = f"train.init_checkpoint={out / 'model_final.pth'}"
     again = engine.main(parser.parse_args(["--config-file", str(config), "--eval-only", *overrides, weights]))
     assert again["bbox"]["AP"] == pytest.approx(evaluated[0]["bbox/AP"], nan_ok=True)
+
+
+def test_shipped_quickstart_lazy_config_trains_and_evaluates(shapes_root, tmp_path):
+    out = tmp_path / "out"
+    args = engine.default_argument_parser().parse_args([
+        "--config-file", os.path.join(REPO_ROOT, "configs/DSLA/dsla_quickstart_shapes.py"),
+        f"train.output_dir={out}", "train.max_iter=3", "train.log_period=1", "train.device=cpu",
+        "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=0", "dataloader.test.num_workers=0",
+        "model.proposal_generator.score_thresh_test=0.0",
+    ])
+    engine.main(args)
+    assert torch.load(out / "model_final.pth", weights_only=False)["iteration"] == 2
+    with open(out / "metrics.json") as f:
+        metrics = [json.loads(line) for line in f]
+    assert [m["iteration"] for m in metrics if "loss_dsla_box" in m] == [0, 1, 2]
+    assert sum("bbox/AP" in m for m in metrics) == 1
