@@ -10,6 +10,8 @@ import os
 import re
 from typing import Dict, List, Sequence
 
+from matplotlib.figure import Figure
+
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import build_augmentation
@@ -168,11 +170,6 @@ def format_diagnosis(report: Dict) -> str:
 
 def plot_over_training(report: Dict, path: str):
     """Curves over the checkpoints' iterations of the main per-bucket figures, one line per COCO bucket."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = [r for r in report["checkpoints"] if r["iteration"] is not None]
     rows.sort(key=lambda r: r["iteration"])
     panels = [
@@ -183,7 +180,9 @@ def plot_over_training(report: Dict, path: str):
         ("recall_candidates", "recall, pre-NMS candidates"),
         ("recall_detections", "recall, final detections"),
     ]
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    # A Figure without pyplot: no GUI backend is chosen or changed for the caller.
+    fig = Figure(figsize=(13, 7))
+    axes = fig.subplots(2, 3)
     iterations = [r["iteration"] for r in rows]
     for ax, (key, title) in zip(axes.flat, panels):
         for bucket in ("all", *(name for name, _, _ in COCO_AREA_BUCKETS)):
@@ -195,7 +194,6 @@ def plot_over_training(report: Dict, path: str):
     fig.suptitle(f"{report['meta_architecture']}: {report['config_file']} on {report['dataset']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _json_safe(value):
