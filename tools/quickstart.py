@@ -16,8 +16,7 @@ import time
 
 import torch
 
-from dsla import get_dsla_cfg
-from dsla import engine
+from dsla import engine, get_dsla_cfg
 from dsla.visualization import visualize_predictions
 
 CONFIG = "configs/DSLA/dsla_quickstart_shapes.yaml"

@@ -90,7 +90,7 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
 
 
 @contextlib.contextmanager
-def ddp_without_device_ids_on_cpu(device):
+def _ddp_without_device_ids_on_cpu(device):
     """
     detectron2 wraps the model in DDP with ``device_ids=[local rank]``, which PyTorch rejects for a CPU model;
     without device ids DDP works on the CPU with GLOO (``--num-gpus N`` without a GPU).
@@ -114,7 +114,7 @@ class Trainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):
-        with ddp_without_device_ids_on_cpu(cfg.MODEL.DEVICE):
+        with _ddp_without_device_ids_on_cpu(cfg.MODEL.DEVICE):
             super().__init__(cfg)
 
     def build_hooks(self):
