@@ -12,6 +12,8 @@ from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 import yaml
 
+from ..model_zoo import get_config_file
+
 __all__ = [
     "BUILTIN_VARIANTS",
     "Variant",
@@ -22,24 +24,19 @@ __all__ = [
     "resolve_config_file",
 ]
 
-# The configs ship inside the package (dsla/model_zoo/configs; configs/ in the repository links to it).
-_CONFIG_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model_zoo", "configs")
 # A variant's name is a directory name of the study's output.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
 def resolve_config_file(config_file: str) -> str:
     """
-    The path of a config: an existing file as given, else a path in the package's config tree, written either
-    relative to it (``DSLA/dsla_quickstart_shapes.yaml``) or as in the repository (``configs/DSLA/...``).
+    The path of a config: an existing file as given, else a config shipped with the package, written either
+    relative to its config tree (``DSLA/dsla_quickstart_shapes.yaml``) or as in the repository
+    (``configs/DSLA/...``).
     """
     if os.path.isfile(config_file):
         return os.path.abspath(config_file)
-    relative = config_file[len("configs/"):] if config_file.startswith("configs/") else config_file
-    path = os.path.join(_CONFIG_ROOT, relative)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Config '{config_file}' is neither a file nor in {_CONFIG_ROOT}")
-    return path
+    return get_config_file(config_file[len("configs/"):] if config_file.startswith("configs/") else config_file)
 
 
 @dataclass(frozen=True)
