@@ -284,6 +284,9 @@ def test_study_trains_each_run_in_a_child_process_and_writes_table_json_and_plot
     study = ["--output", str(out), "--datasets", "shapes", "--input-size", "shapes", "64", "64", "--iters", "3",
              "--seeds", "1", "--device", "cpu"]
     tiny = [str(item) for pair in TINY for item in pair]
+    stale = out / "shapes" / "fcos" / "seed1"  # what a crashed earlier attempt left
+    stale.mkdir(parents=True)
+    (stale / "metrics.json").write_text('{"iteration": 99, "bbox/AP": 99.0, "stale": 1}\n')
     status = main(argument_parser().parse_args(
         [*study, "--variants", "fcos,dsla,broken", "--variant", "broken=dsla MODEL.BACKBONE.NAME no_such_backbone",
          *tiny]
@@ -299,6 +302,7 @@ def test_study_trains_each_run_in_a_child_process_and_writes_table_json_and_plot
         assert expected <= set(result["metrics"])
         assert result["metrics"]["score_iou/num_detections"] > 0
         assert ["INPUT.MIN_SIZE_TEST", 64] in result["overrides"]
+        assert "stale" not in (out / "shapes" / variant / "seed1" / "metrics.json").read_text()
         cfg = (out / "shapes" / variant / "seed1" / "config.yaml").read_text()
         assert "MAX_ITER: 3" in cfg and "SEED: 1" in cfg and "IMS_PER_BATCH: 2" in cfg
     report = json.loads((out / "study.json").read_text())

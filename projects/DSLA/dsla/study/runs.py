@@ -209,6 +209,11 @@ def train_run(run: StudyRun) -> Dict[str, Any]:
     (the metrics of the final evaluation, the training minutes, the iterations and the overrides).
     """
     start = time.perf_counter()
+    # detectron2 appends to metrics.json; a rerun (after a crash, or of a stale result) starts it anew so that its
+    # training curves and evaluation are this run's alone.
+    metrics_file = os.path.join(run.output_dir, "metrics.json")
+    if os.path.exists(metrics_file):
+        os.remove(metrics_file)
     register_coco_datasets(run.register_coco)
     # The engine's setup takes train_net.py's arguments (default_setup logs them); the overrides stay Python
     # values rather than text, so that e.g. an infinite level range reaches the config as it is.
