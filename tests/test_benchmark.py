@@ -37,3 +37,15 @@ def test_profile_splits_a_training_step_into_stages(report):
     assert sum(row[f"{s}_pct"] for s in stages) == pytest.approx(100.0)
     assert row["train_step_s"] == pytest.approx(sum(row[f"{s}_s"] for s in stages))
     assert all(row[f"{s}_s"] > 0 for s in (*stages, "post-processing"))
+
+
+def test_export_part_times_eager_torchscript_and_onnxruntime_and_checks_them(tmp_path):
+    out = tmp_path / "export.json"
+    benchmark.main(["--quick", "--parts", "export", "--export-models", "quickstart", "--export-score-thresh", "0.0",
+                    "--output", str(out)])
+    with open(out) as f:
+        (row,) = json.load(f)["export"]
+    assert row["model"] == "quickstart" and row["size"] == "128x160" and row["detections"] > 0
+    assert all(row[f"{k}_s"] > 0 for k in ("eager", "torchscript", "onnx"))
+    assert row["torchscript_matches_eager"] and row["onnx_matches_eager"]
+    assert (tmp_path / "export_benchmark" / "quickstart" / "model.onnx").exists()
