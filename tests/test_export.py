@@ -52,6 +52,28 @@ def test_exported_model_gives_the_eager_detections_at_every_size(model, exported
     assert actual["pred_boxes"][:, 2].max() <= size[1] and actual["pred_boxes"][:, 3].max() <= size[0]
 
 
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_dsla_as_first_stage_of_generalized_rcnn_exports_too(fmt, tmp_path):
+    two_stage = [
+        "MODEL.META_ARCHITECTURE", "GeneralizedRCNN",
+        "MODEL.ROI_HEADS.NAME", "StandardROIHeads",
+        "MODEL.ROI_HEADS.IN_FEATURES", "['p3', 'p4', 'p5']",
+        "MODEL.ROI_HEADS.NUM_CLASSES", "4",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+        "MODEL.ROI_BOX_HEAD.NAME", "FastRCNNConvFCHead",
+        "MODEL.ROI_BOX_HEAD.NUM_FC", "1",
+        "MODEL.ROI_BOX_HEAD.FC_DIM", "32",
+        "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
+    ]
+    torch.manual_seed(0)
+    model = build_model(load_config(QUICKSTART, [*OPTS, *two_stage])).eval()
+    exported = ExportedModel(export_model(model, _image(*TRACE_SIZE), fmt, str(tmp_path)))
+    image = _image(97, 131, seed=1)
+    expected = eager_detections(model, image)
+    assert len(expected["scores"]) > 0
+    assert compare_detections(expected, exported(image)) is None
+
+
 def test_compare_detections_names_what_differs():
     dets = {"pred_boxes": torch.tensor([[0.0, 0, 4, 4]]), "pred_classes": torch.tensor([1]), "scores": torch.tensor([0.5])}
     assert compare_detections(dets, dets) is None
