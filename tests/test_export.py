@@ -94,6 +94,13 @@ def test_export_tool_writes_the_model_and_checks_it_on_the_sample_image(tmp_path
     assert len(traced(_image(96, 100))["scores"]) > 0
 
 
+def test_export_tool_takes_a_lazy_config_with_key_value_overrides(tmp_path):
+    argv = ["--config-file", os.path.join(REPO_ROOT, "configs/DSLA/dsla_quickstart_shapes.py"), "--format", "onnx",
+            "--output", str(tmp_path), "train.device=cpu", "model.proposal_generator.score_thresh_test=0.0"]
+    assert export_tool.main(argv) == 0
+    assert len(ExportedModel(str(tmp_path / "model.onnx"))(_image(96, 100))["scores"]) > 0
+
+
 def test_export_tool_fails_when_the_exported_model_disagrees(tmp_path, monkeypatch):
     run = ExportedModel.__call__
 

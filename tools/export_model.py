@@ -5,6 +5,8 @@ Export a DSLA model to TorchScript or ONNX by tracing, as detectron2's ``tools/d
 
     python tools/export_model.py --config-file configs/DSLA/dsla_quickstart_shapes.yaml --format onnx \
         --output output/export MODEL.WEIGHTS output/quickstart/model_final.pth
+    python tools/export_model.py --config-file configs/DSLA/dsla_quickstart_shapes.py --format torchscript \
+        --output output/export train.init_checkpoint=output/quickstart/model_final.pth
 
 Writes ``OUTPUT/model.ts`` or ``OUTPUT/model.onnx``. The exported model takes one float image [3, H, W] of 0-255
 pixels in the config's ``INPUT.FORMAT``, at any height and width, and returns ``pred_boxes``, ``pred_classes``,
@@ -15,6 +17,7 @@ import argparse
 import logging
 import sys
 
+from detectron2.config import LazyConfig
 from detectron2.utils.logger import setup_logger
 
 from dsla import get_dsla_cfg
@@ -29,7 +32,9 @@ def get_parser():
     parser.add_argument("--format", choices=sorted(FORMATS), default="torchscript", help="output format")
     parser.add_argument("--output", required=True, help="output directory for the exported model")
     parser.add_argument("--sample-image", help="image to trace with and to check on (default: a synthetic one)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (YAML) or key=value (LazyConfig)"
+    )
     return parser
 
 
@@ -37,7 +42,10 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     setup_logger(name="dsla")
     logger.info(f"Command line arguments: {args}")
-    cfg = get_dsla_cfg(args.config_file, args.opts, freeze=True)
+    if args.config_file.endswith(".py"):
+        cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    else:
+        cfg = get_dsla_cfg(args.config_file, args.opts, freeze=True)
     path, mismatch = export_and_check(cfg, args.format, args.output, args.sample_image)
     if mismatch:
         logger.error(f"{path} does NOT match the eager model on the sample image: {mismatch}")

@@ -11,7 +11,7 @@ import logging
 import os
 import statistics
 import time
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -20,12 +20,14 @@ from torch import Tensor, nn
 import detectron2.data.transforms as T
 from detectron2.data.detection_utils import read_image
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode, instantiate
 from detectron2.export import TracingAdapter
 from detectron2.modeling import GeneralizedRCNN, build_model
 
 __all__ = [
     "OUTPUT_NAMES",
     "ExportedModel",
+    "build_model_and_sample_image",
     "compare_detections",
     "eager_detections",
     "export_and_check",
@@ -54,24 +56,47 @@ def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     return image
 
 
-def load_sample_image(cfg, path: Optional[str] = None) -> Tensor:
+def load_sample_image(
+    input_format: str, augmentations: List[T.Augmentation], path: Optional[str] = None
+) -> Tensor:
     """
-    The input of the exported model for one image: read in ``cfg.INPUT.FORMAT`` (or made by
-    :func:`synthetic_image` as RGB, 480x640, when ``path`` is None) and resized as detectron2's
-    ``DefaultPredictor`` does.
+    The input of the exported model for one image: read in ``input_format`` (or made by :func:`synthetic_image`,
+    480x640, when ``path`` is None) and passed through the test-time ``augmentations`` (the resize).
 
     Returns:
         float Tensor[3, H, W] of 0-255 pixels.
     """
     if path is None:
         image = synthetic_image(480, 640)
-        if cfg.INPUT.FORMAT == "BGR":
+        if input_format == "BGR":
             image = image[:, :, ::-1]
     else:
-        image = read_image(path, format=cfg.INPUT.FORMAT)
-    resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
-    image = resize.get_transform(image).apply_image(image)
+        image = read_image(path, format=input_format)
+    image = T.AugmentationList(augmentations)(T.AugInput(image)).apply_image(image)
     return torch.as_tensor(np.ascontiguousarray(image.astype("float32").transpose(2, 0, 1)))
+
+
+def build_model_and_sample_image(cfg, sample_image: Optional[str] = None) -> Tuple[nn.Module, Tensor]:
+    """
+    The model of a config with its weights, in eval mode, and its input for one image (see
+    :func:`load_sample_image`). ``cfg`` is a YAML config (``CfgNode``: ``MODEL.WEIGHTS``, ``INPUT.FORMAT``, the
+    resize of ``DefaultPredictor``) or a LazyConfig (``train.init_checkpoint``, ``train.device``, the format and
+    augmentations of ``dataloader.test.mapper``).
+    """
+    if isinstance(cfg, CfgNode):
+        model = build_model(cfg)
+        weights, input_format = cfg.MODEL.WEIGHTS, cfg.INPUT.FORMAT
+        augmentations = [T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)]
+    else:
+        model = instantiate(cfg.model).to(cfg.train.device)
+        weights, input_format = cfg.train.init_checkpoint, cfg.dataloader.test.mapper.image_format
+        augmentations = instantiate(cfg.dataloader.test.mapper.augmentations)
+    if weights:
+        DetectionCheckpointer(model).load(weights)
+    else:
+        logger.warning("No weights given: exporting a model with random weights")
+    image = load_sample_image(input_format, augmentations, sample_image)
+    return model.eval(), image.to(model.device)
 
 
 def tracing_adapter(model: nn.Module, image: Tensor) -> TracingAdapter:
@@ -202,20 +227,14 @@ def export_and_check(
     cfg, fmt: str, output_dir: str, sample_image: Optional[str] = None
 ) -> Tuple[str, Optional[str]]:
     """
-    Build the model of ``cfg`` with ``MODEL.WEIGHTS``, export it (see :func:`export_model`) traced on the
-    sample image (see :func:`load_sample_image`), and run the exported model on that image against the eager one.
+    Export the model of a YAML or LazyConfig (see :func:`build_model_and_sample_image`) traced on the sample
+    image (see :func:`export_model`), and run the exported model on that image against the eager one.
 
     Returns:
         the path of the exported model, and None if its detections match the eager model's, otherwise what
         differs (see :func:`compare_detections`).
     """
-    model = build_model(cfg)
-    if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    else:
-        logger.warning("MODEL.WEIGHTS is empty: exporting a model with random weights")
-    model.eval()
-    image = load_sample_image(cfg, sample_image).to(model.device)
+    model, image = build_model_and_sample_image(cfg, sample_image)
     path = export_model(model, image, fmt, output_dir)
     expected = eager_detections(model, image)
     actual = ExportedModel(path, device=str(model.device))(image)
