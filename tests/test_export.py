@@ -75,7 +75,11 @@ def test_dsla_as_first_stage_of_generalized_rcnn_exports_too(fmt, tmp_path):
 
 
 def test_compare_detections_names_what_differs():
-    dets = {"pred_boxes": torch.tensor([[0.0, 0, 4, 4]]), "pred_classes": torch.tensor([1]), "scores": torch.tensor([0.5])}
+    dets = {
+        "pred_boxes": torch.tensor([[0.0, 0, 4, 4]]),
+        "pred_classes": torch.tensor([1]),
+        "scores": torch.tensor([0.5]),
+    }
     assert compare_detections(dets, dets) is None
     assert "scores differ" in compare_detections(dets, {**dets, "scores": torch.tensor([0.6])})
     assert "classes differ" in compare_detections(dets, {**dets, "pred_classes": torch.tensor([2])})

@@ -18,13 +18,14 @@ import torch
 from torch import Tensor, nn
 
 import detectron2.data.transforms as T
-from detectron2.data.detection_utils import read_image
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, instantiate
+from detectron2.data.detection_utils import read_image
 from detectron2.export import TracingAdapter
 from detectron2.modeling import GeneralizedRCNN, build_model
 
 __all__ = [
+    "FORMATS",
     "OUTPUT_NAMES",
     "ExportedModel",
     "build_model_and_sample_image",
