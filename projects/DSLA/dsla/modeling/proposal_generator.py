@@ -296,7 +296,7 @@ class DSLA(nn.Module):
         """
         Detections of each image (spec section 5): candidates of each level (see :meth:`select_candidates`),
         decoded and clipped; class-wise NMS over all levels; the best ``max_detections_per_image`` kept.
-        Boxes with a non-finite coordinate are dropped, the rest of the image's detections kept.
+        Boxes with a non-finite coordinate and NaN scores are dropped, the rest of the image's detections kept.
 
         Nothing here branches in Python on a data-dependent size, so a traced or exported model works at every
         input size.
@@ -311,7 +311,7 @@ class DSLA(nn.Module):
                 scores.append(scores_l)
                 classes.append(class_idx)
             boxes, scores, classes = cat(boxes), cat(scores), cat(classes)
-            # One overflowing distance must not cost the image all its detections (Boxes.clip asserts on it);
+            # One non-finite distance must not cost the image all its detections (Boxes.clip asserts on it);
             # masking, not branching, keeps this traceable.
             finite = torch.isfinite(boxes).all(dim=1)
             boxes, scores, classes = Boxes(boxes[finite]), scores[finite], classes[finite]
@@ -346,8 +346,8 @@ class DSLA(nn.Module):
         scores = torch.where(torch.isnan(scores), torch.zeros_like(scores), scores)
         max_scores = scores.max(dim=1).values
         num_points = max_scores.shape[0]
-        # In tracing the size is a traced tensor: clamping it (not `min`, not an `if`) keeps the cap valid at
-        # every input size, as detectron2's dense detectors do.
+        # In tracing the size is a traced tensor: clamping it keeps the cap valid at every input size, where a
+        # Python `min` or `if` would freeze the traced size (as detectron2's dense detectors do it).
         if isinstance(num_points, Tensor):
             num_topk = torch.clamp(num_points, max=self.topk_candidates_test)
         else:
