@@ -1,4 +1,6 @@
 """dsla.layers: deformable convolutions through torchvision, as the authors' DCNv1 (backbone) and DCNv2 (head)."""
+import subprocess
+import sys
 import pytest
 import torch
 from torch.nn import functional as F
@@ -56,3 +58,18 @@ def test_gradients_reach_the_weight_and_the_offset_conv(modulated):
     assert conv.conv_offset.weight.grad.abs().sum() > 0
     assert conv.conv_offset.bias.grad.abs().sum() > 0
     assert x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("modulated", [False, True])
+def test_non_finite_input_reaches_the_output_instead_of_crashing_the_process(modulated):
+    # torchvision's CPU kernel segfaults on NaN offsets; run in a child so that a crash fails this test only.
+    code = (
+        "import torch; from dsla.layers import DeformConv2d, ModulatedDeformConv2d\n"
+        f"conv = (ModulatedDeformConv2d if {modulated} else DeformConv2d)(4, 4, 3, padding=1)\n"
+        "torch.nn.init.normal_(conv.conv_offset.weight)\n"
+        "x = torch.randn(1, 4, 8, 8); x[0, :, 2, 3] = float('nan'); x[0, :, 5, 5] = float('inf')\n"
+        "y = conv(x)\n"
+        "assert not torch.isfinite(y).all(), 'the non-finite input must stay visible'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

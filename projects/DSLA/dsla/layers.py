@@ -5,6 +5,7 @@ configs work whether or not detectron2 was built with its compiled ops.
 Each module owns the zero-initialized 3x3 conv that predicts its offsets (and mask), as the authors trained:
 at initialization DCNv1 equals a plain conv, and DCNv2 equals a plain conv scaled by sigmoid(0) = 0.5.
 """
+import torch
 import torchvision
 from torch import nn
 
@@ -56,7 +57,10 @@ class DeformConv2d(torchvision.ops.DeformConv2d):
         self.activation = activation
 
     def forward(self, x):
-        offset = self.conv_offset(x)
+        # torchvision's CPU kernel crashes the process on non-finite offsets (NaN pixels give NaN offsets); with
+        # them zeroed the non-finite input still reaches the output, where training reports it as a
+        # FloatingPointError.
+        offset = torch.nan_to_num(self.conv_offset(x), nan=0.0, posinf=0.0, neginf=0.0)
         mask = None
         if self.modulated:
             num_offsets = offset.shape[1] * 2 // 3
