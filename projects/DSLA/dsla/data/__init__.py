@@ -1,7 +1,8 @@
 """
-Datasets for DSLA. Importing this package registers the synthetic ``shapes_train`` and ``shapes_val`` datasets
-(nothing is generated until they are loaded).
+Datasets for DSLA. Importing this package registers the synthetic ``shapes_train`` / ``shapes_val`` and
+``clutter_train`` / ``clutter_val`` datasets (nothing is generated until they are loaded).
 """
+from .clutter import CLUTTER, CLUTTER_CLASSES, register_clutter_datasets, render_clutter_image
 from .coco import (
     add_register_coco_argument,
     check_num_classes,
@@ -19,6 +20,7 @@ from .shapes import (
 )
 
 register_shapes_datasets()
+register_clutter_datasets()
 
 __all__ = [
     "DSLADatasetMapper",
@@ -27,6 +29,10 @@ __all__ = [
     "check_num_classes",
     "dataset_classes",
     "register_coco_datasets",
+    "CLUTTER",
+    "CLUTTER_CLASSES",
+    "register_clutter_datasets",
+    "render_clutter_image",
     "SHAPES_CLASSES",
     "ensure_shapes_dataset",
     "generate_shapes_dataset",

@@ -138,18 +138,25 @@ def ramp(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -> np.ndarray
 
 
 def background(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
-    """Float (H, W, 3) background: a two-colour gradient, low-frequency blotches and sometimes faint stripes."""
+    """(H, W, 3) background, of the dtype of ``xx``: a two-colour gradient, low-frequency blotches and sometimes faint stripes."""
     h, w = xx.shape
-    c0, c1 = rng.uniform(0, 255, (2, 3))
-    image = c0 + (c1 - c0) * ramp(rng, xx, yy)[..., None]
-    grid = rng.normal(0, rng.uniform(5, 30), (rng.integers(2, 6), rng.integers(2, 6), 3))
+    # In the precision of the coordinates: float32 halves the time on large images.
+    c0, c1 = rng.uniform(0, 255, (2, 3)).astype(xx.dtype)
+    t = ramp(rng, xx, yy)
+    image = cv2.merge([c0[k] + (c1[k] - c0[k]) * t for k in range(3)])
+    grid = rng.normal(0, rng.uniform(5, 30), (rng.integers(2, 6), rng.integers(2, 6), 3)).astype(xx.dtype)
     image += cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
     if rng.random() < 0.3:
         angle = rng.uniform(0, np.pi)
         period = rng.uniform(4, 24)
         proj = xx * math.cos(angle) + yy * math.sin(angle)
-        image += rng.uniform(4, 15) * np.sin(2 * np.pi * proj / period)[..., None]
+        image += grey(rng.uniform(4, 15) * np.sin(2 * np.pi * proj / period))
     return image
+
+
+def grey(values: np.ndarray) -> np.ndarray:
+    """(H, W, 3) from (H, W): the same values in all channels, many times faster than broadcasting ``[..., None]``."""
+    return cv2.merge([values] * 3)
 
 
 def contrasting_colour(rng: np.random.Generator, reference: np.ndarray, tries: int = 10) -> np.ndarray:
@@ -166,15 +173,19 @@ def contrasting_colour(rng: np.random.Generator, reference: np.ndarray, tries: i
 
 
 def texture(rng: np.random.Generator, colour: np.ndarray, xx: np.ndarray, yy: np.ndarray, size: float):
-    """Float (h, w, 3) fill of one object over its box: solid, stripes, gradient, checkerboard or noise."""
+    """
+    (h, w, 3) fill of one object over its box, of the dtype of ``xx``: solid, stripes, gradient, checkerboard or
+    noise.
+    """
     kind = rng.choice(5, p=[0.3, 0.2, 0.2, 0.15, 0.15])
+    colour = colour.astype(xx.dtype)
     if kind == 0:
         return np.broadcast_to(colour, xx.shape + (3,))
     if kind == 4:
-        return colour + rng.normal(0, rng.uniform(10, 35), xx.shape + (3,))
+        return colour + rng.normal(0, rng.uniform(10, 35), xx.shape + (3,)).astype(xx.dtype)
     # A second colour that keeps some of the first, so the object still reads as one object.
     mix = rng.uniform(0.4, 0.7)
-    other = mix * colour + (1 - mix) * rng.uniform(0, 255, 3)
+    other = (mix * colour + (1 - mix) * rng.uniform(0, 255, 3)).astype(xx.dtype)
     if kind == 1:
         angle = rng.uniform(0, np.pi)
         half_period = rng.uniform(1.5, max(2.0, size / 4))
@@ -185,7 +196,7 @@ def texture(rng: np.random.Generator, colour: np.ndarray, xx: np.ndarray, yy: np
     else:
         cell = rng.uniform(2, max(3.0, size / 3))
         t = (np.floor(xx / cell) + np.floor(yy / cell)) % 2
-    return colour + (other - colour) * t[..., None]
+    return cv2.merge([colour[k] + (other[k] - colour[k]) * t for k in range(3)])
 
 
 def box_slices(mask: np.ndarray) -> Tuple[slice, slice]:
@@ -213,8 +224,7 @@ def paint_objects(
         # Judge contrast against what is under the object, lower objects included.
         colour = contrasting_colour(rng, image[box].reshape(-1, 3).mean(axis=0))
         fill = texture(rng, colour, xx[box], yy[box], size)
-        vis = vis[box]
-        image[box][vis] = fill[vis]
+        np.copyto(image[box], fill, where=vis[box][..., None])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -323,7 +333,8 @@ def generate_split(
     }
     tmp_file = json_file + ".tmp"
     with open(tmp_file, "w") as f:
-        json.dump(coco, f, separators=(",", ":"))
+        # dumps, not dump: only dumps uses the C encoder, many times faster on a large json.
+        f.write(json.dumps(coco, separators=(",", ":")))
     os.replace(tmp_file, json_file)
     manifest = {
         "version": family.version,
