@@ -1,5 +1,6 @@
 """dsla.model_zoo finds the shipped configs from any directory, also in a non-editable install."""
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -25,9 +26,15 @@ def test_get_config_works_from_another_directory(tmp_path, monkeypatch):
 
 
 def test_non_editable_install_ships_the_configs(tmp_path):
+    # Build from a copy of the sources: setuptools builds in the source tree and would leave build/ in the repo.
+    source = tmp_path / "source"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    shutil.copytree(os.path.join(REPO_ROOT, "projects"), source / "projects", ignore=ignore)
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(REPO_ROOT, name), source / name)
     target = tmp_path / "site"
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
-    subprocess.run([*pip, "--target", str(target), REPO_ROOT], check=True, capture_output=True)
+    subprocess.run([*pip, "--target", str(target), str(source)], check=True, capture_output=True)
     script = textwrap.dedent(
         f"""
         import os
