@@ -7,7 +7,8 @@ scale, shape of the boxes, crowding and things that look like objects but are no
   or cornered) tells them apart.
 * 256x320 (height x width) images, the size of that held-out set, against the shapes' 160x160.
 * Sizes: the longer side of an object's box is log-uniform from ``min_size`` (6) pixels to ``max_size_frac`` (0.95)
-  of the shorter image side, so tiny objects of 6-12 pixels and objects covering most of the image both occur.
+  of the shorter image side, so tiny objects of 6-12 pixels and objects covering most of the image both occur;
+  half of the images also have one object of 35-100% of that largest size.
 * Aspect ratios: log-uniform in [1, ``max_aspect``] (5), lying or standing, sometimes tilted by up to 15 degrees,
   so boxes range from 1:5 to 5:1 (tiny objects are kept at least 3 pixels thick).
 * Crowding: up to three clusters of 3-12 objects of one class and similar size per image, side by side, end to
@@ -112,7 +113,7 @@ def _object_specs(rng, hw, max_objects, min_size, max_size, max_aspect) -> List[
     specs = []
     for _ in range(rng.choice(4, p=[0.4, 0.3, 0.2, 0.1])):
         category = int(rng.integers(len(CLUTTER_CLASSES)))
-        base_size = _log_uniform(rng, min_size, max(min_size, 0.3 * min(hw)))
+        base_size = _log_uniform(rng, min_size, max(min_size, 0.4 * min(hw)))
         base_aspect = _log_uniform(rng, 1, max_aspect)
         count = int(rng.integers(3, 13))
         arrangement = rng.choice(3)  # side by side, end to end, piled
@@ -133,9 +134,11 @@ def _object_specs(rng, hw, max_objects, min_size, max_size, max_aspect) -> List[
             size = float(np.clip(base_size * rng.uniform(0.85, 1.15), min_size, max_size))
             aspect = float(np.clip(base_aspect * rng.uniform(0.85, 1.15), 1, max_aspect))
             specs.append((category, size, aspect, position))
-    for _ in range(int(rng.integers(1, 9))):
+    # Half of the images have one large object, which the log-uniform sizes alone would make rare.
+    sizes = [rng.uniform(max(min_size, 0.35 * max_size), max_size)] if rng.random() < 0.5 else []
+    sizes += [_log_uniform(rng, min_size, max_size) for _ in range(int(rng.integers(1, 9)))]
+    for size in sizes:
         category = int(rng.integers(len(CLUTTER_CLASSES)))
-        size = _log_uniform(rng, min_size, max_size)
         specs.append((category, size, _log_uniform(rng, 1, max_aspect), rng.uniform([0, 0], [w, h])))
     return specs[:max_objects]
 

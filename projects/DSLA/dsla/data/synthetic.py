@@ -120,9 +120,9 @@ def visible_masks(
     visible: List[Optional[np.ndarray]] = [None] * len(masks)
     for i in reversed(range(len(masks))):
         vis = masks[i] & ~covered
-        area = int(vis.sum())
+        area = np.count_nonzero(vis)
         if (annotated is not None and not annotated[i]) or (
-            area >= min_pixels and area >= min_visible * masks[i].sum()
+            area >= min_pixels and area >= min_visible * np.count_nonzero(masks[i])
         ):
             visible[i] = vis
             covered |= masks[i]
@@ -200,9 +200,9 @@ def texture(rng: np.random.Generator, colour: np.ndarray, xx: np.ndarray, yy: np
 
 
 def box_slices(mask: np.ndarray) -> Tuple[slice, slice]:
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    """Rows and columns of the tight box of a non-empty bool mask."""
+    x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
+    return slice(y, y + h), slice(x, x + w)
 
 
 def paint_objects(
