@@ -78,11 +78,6 @@ def as_hw(image_size: ImageSize) -> Tuple[int, int]:
     return int(h), int(w)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Drawing
-# ---------------------------------------------------------------------------------------------------------------
-
-
 def polygon_mask(vertices: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
     """
     Rasterizes a polygon given by (x, y) vertices in pixel coordinates, where pixel (x, y) covers
@@ -138,7 +133,10 @@ def ramp(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -> np.ndarray
 
 
 def background(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
-    """(H, W, 3) background, of the dtype of ``xx``: a two-colour gradient, low-frequency blotches and sometimes faint stripes."""
+    """
+    (H, W, 3) background, of the dtype of ``xx``: a two-colour gradient, low-frequency blotches and sometimes faint
+    stripes.
+    """
     h, w = xx.shape
     # In the precision of the coordinates: float32 halves the time on large images.
     c0, c1 = rng.uniform(0, 255, (2, 3)).astype(xx.dtype)
@@ -225,11 +223,6 @@ def paint_objects(
         colour = contrasting_colour(rng, image[box].reshape(-1, 3).mean(axis=0))
         fill = texture(rng, colour, xx[box], yy[box], size)
         np.copyto(image[box], fill, where=vis[box][..., None])
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Writing, caching and registering splits
-# ---------------------------------------------------------------------------------------------------------------
 
 
 def _coco_annotation(mask: np.ndarray) -> Dict:
@@ -457,7 +450,12 @@ def register_family(
         )
 
 
-def command_line(family: SyntheticFamily, argv: Optional[Sequence[str]] = None, add_arguments=None, render_kwargs=None):
+def command_line(
+    family: SyntheticFamily,
+    argv: Optional[Sequence[str]] = None,
+    add_arguments: Optional[Callable] = None,
+    render_kwargs: Optional[Callable] = None,
+) -> str:
     """
     ``python -m dsla.data.{name}``: writes one split of a family.
 
@@ -477,7 +475,11 @@ def command_line(family: SyntheticFamily, argv: Optional[Sequence[str]] = None, 
     seeds = ", ".join(f"{seed} for {s}" for s, (_, seed) in family.splits.items())
     parser.add_argument("--seed", type=int, help=f"default: {seeds}, else required")
     parser.add_argument(
-        "--image-size", type=int, nargs="+", default=[default_h, default_w], help=f"H [W] (default: {default_h} {default_w})"
+        "--image-size",
+        type=int,
+        nargs="+",
+        default=[default_h, default_w],
+        help=f"H [W] (default: {default_h} {default_w})",
     )
     if add_arguments is not None:
         add_arguments(parser)
