@@ -45,7 +45,7 @@ benchmark: install
 
 # The DSLA-vs-FCOS study: every variant x 3 seeds x each dataset at the quick-start budget (hours on a CPU;
 # resumable: finished runs are skipped). study-screen: one seed, 500 iterations, to pick candidates.
-STUDY_DATASETS ?= shapes
+STUDY_DATASETS ?= shapes,clutter
 STUDY_ARGS ?=
 study: install
 	$(PY) tools/study.py --output $(OUTPUT)/study --datasets $(STUDY_DATASETS) --iters 1500 --seeds 1,2,3 $(STUDY_ARGS)

@@ -26,7 +26,7 @@ R50 = "configs/DSLA/dsla_R_50_FPN_1x.yaml"
 SWIN_S = "configs/DSLA/dsla_Swin_S_FPN_ms_3x.yaml"
 # Smaller variants of the same families keep the test fast; the names are the same.
 RESNET_OPTS = ["MODEL.RESNETS.DEPTH", 50]
-SWIN_OPTS = ["MODEL.SWIN.NAME", "swin_tiny_patch4_window7_224", "MODEL.SWIN.PRETRAINED_WEIGHTS", ""]
+SWIN_OPTS = ["MODEL.SWIN.NAME", "swin_tiny_patch4_window7_224"]
 
 
 def _load_tool():

@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     setup_logger(name="dsla")
     cfg = get_dsla_cfg(args.config, opts)
     # The target's names and shapes only: no device, no weights.
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.SWIN.PRETRAINED_WEIGHTS", ""])
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
     model = build_model(cfg)
 
     conversion = convert_mmdet_state_dict(load_mmdet_checkpoint(args.input, args.allow_pickle), model.state_dict())

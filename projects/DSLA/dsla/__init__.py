@@ -36,7 +36,7 @@ def _check_detectron2():
 
 _check_detectron2()
 
-from . import data  # noqa: F401  (registers the shapes_train / shapes_val datasets)
+from . import data  # noqa: F401  (registers the synthetic shapes_* and clutter_* datasets)
 from .config import add_dsla_config, get_dsla_cfg
 from .label_assignment import dynamic_smooth_labels, smooth_label_targets
 from .losses import quality_focal_loss
