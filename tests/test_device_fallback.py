@@ -76,3 +76,15 @@ def test_train_net_with_require_gpu_fails_clearly_without_a_gpu(no_cuda, shapes_
     with pytest.raises(RuntimeError, match=f"asks for device 'cuda' and --require-gpu was given, but {NO_CUDA}"):
         engine.main(args)
     assert not (tmp_path / "last_checkpoint").exists()
+
+
+def test_lazyconfig_keeps_the_configs_device_until_it_runs(no_cuda, shapes_root, tmp_path):
+    # The quick start asks for detectron2's default device, cuda. Loading its LazyConfig must not resolve that
+    # already, or --require-gpu could not see the request.
+    lazy = os.path.join(REPO_ROOT, "configs/DSLA/dsla_quickstart_shapes.py")
+    args = engine.default_argument_parser().parse_args(
+        ["--require-gpu", "--config-file", lazy, "train.max_iter=1", "train.eval_period=0", f"train.output_dir={tmp_path}"]
+    )
+    with pytest.raises(RuntimeError, match=f"asks for device 'cuda' and --require-gpu was given, but {NO_CUDA}"):
+        engine.main(args)
+    assert not (tmp_path / "last_checkpoint").exists()

@@ -87,17 +87,24 @@ def resolve_device(device: str, require_gpu: bool = False) -> str:
 
 
 def get_dsla_cfg(
-    config_file: str, opts: Sequence[str] = (), freeze: bool = False, require_gpu: bool = False
+    config_file: str,
+    opts: Sequence[str] = (),
+    freeze: bool = False,
+    require_gpu: bool = False,
+    device_fallback: bool = True,
 ) -> CN:
     """
     detectron2's default config with the DSLA keys, merged with ``config_file`` and ``KEY VALUE`` ``opts``.
     ``MODEL.DEVICE`` is resolved by :func:`resolve_device`: CUDA falls back to the CPU unless ``require_gpu``.
+    ``device_fallback=False`` keeps ``MODEL.DEVICE`` as written, for configs derived from this one (LazyConfigs)
+    whose device is resolved where they run.
     """
     cfg = get_cfg()
     add_dsla_config(cfg)
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
-    cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE, require_gpu)
+    if device_fallback:
+        cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE, require_gpu)
     if freeze:
         cfg.freeze()
     return cfg

@@ -24,12 +24,13 @@ def get_config_file(config_path: str) -> str:
     return path
 
 
-def get_config(config_path: str):
+def get_config(config_path: str, device_fallback: bool = True):
     """
     A shipped config: for a YAML, detectron2's config with the DSLA keys (a ``CfgNode``, as
-    :func:`dsla.get_dsla_cfg` gives it); for a ``.py``, the LazyConfig (an omegaconf ``DictConfig``).
+    :func:`dsla.get_dsla_cfg` gives it, with ``device_fallback``); for a ``.py``, the LazyConfig (an omegaconf
+    ``DictConfig``), whose ``train.device`` is resolved when it runs (``train_net.py``, ``--require-gpu``).
     """
     path = get_config_file(config_path)
     if path.endswith(".py"):
         return LazyConfig.load(path)
-    return get_dsla_cfg(path)
+    return get_dsla_cfg(path, device_fallback=device_fallback)

@@ -3,7 +3,7 @@
 from dsla.model_zoo import get_config
 from dsla.model_zoo.lazy import lazy_dataloader, lazy_lr_multiplier, lazy_model, lazy_optimizer, lazy_train
 
-_yaml = get_config("DSLA/dsla_quickstart_shapes.yaml")
+_yaml = get_config("DSLA/dsla_quickstart_shapes.yaml", device_fallback=False)
 
 model = lazy_model(_yaml)
 dataloader = lazy_dataloader(_yaml)
