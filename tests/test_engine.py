@@ -37,14 +37,14 @@ def metadata():
         MetadataCatalog.remove(name)
 
 
-def test_coco_dataset_gets_the_coco_evaluator(tmp_path):
+def test_coco_dataset_gets_the_coco_evaluator(shapes_root, tmp_path):
     cfg = load_config(QUICKSTART, ["OUTPUT_DIR", str(tmp_path)])
     evaluator = engine.build_evaluator(cfg, "shapes_val")
     assert isinstance(evaluator, COCOEvaluator)
     assert evaluator._output_dir == os.path.join(str(tmp_path), "inference", "shapes_val")
 
 
-def test_score_iou_eval_adds_the_score_iou_evaluator(tmp_path):
+def test_score_iou_eval_adds_the_score_iou_evaluator(shapes_root, tmp_path):
     cfg = load_config(QUICKSTART, ["TEST.SCORE_IOU_EVAL", "True"])
     evaluator = engine.build_evaluator(cfg, "shapes_val", str(tmp_path))
     assert isinstance(evaluator, DatasetEvaluators)
