@@ -56,26 +56,28 @@ def coco_pair(tmp_path):
 def test_builtin_variants_are_fcos_dsla_and_each_ablation_with_one_change():
     assert list(BUILTINS) == [
         "fcos", "dsla", "dsla-no-coupling", "dsla-iou-only", "dsla-no-relaxation", "dsla-no-core-zone",
-        "dsla-cs-offset", "dsla-fcos-ranges",
+        "dsla-no-cs-offset", "dsla-quarter-ranges", "dsla-fcos-ranges",
     ]
     assert BUILTINS["fcos"].config_file.startswith("FCOS-Baseline/") and BUILTINS["fcos"].opts == ()
     assert BUILTINS["dsla"].opts == ()
-    assert dict(BUILTINS["dsla-cs-offset"].opts) == {
-        "MODEL.DSLA.CENTER_SAMPLING_RADIUS": 1.5, "MODEL.DSLA.POINT_OFFSET": 0.5
+    assert dict(BUILTINS["dsla-no-cs-offset"].opts) == {
+        "MODEL.DSLA.CENTER_SAMPLING_RADIUS": 0.0, "MODEL.DSLA.POINT_OFFSET": 0.0
     }
+    quarter = dict(BUILTINS["dsla-quarter-ranges"].opts)
+    assert quarter["MODEL.DSLA.REGRESS_RANGES"][0] == [0.0, 16.0] and quarter["MODEL.DSLA.POINT_OFFSET"] == 0.0
     ranges = dict(BUILTINS["dsla-fcos-ranges"].opts)["MODEL.DSLA.REGRESS_RANGES"]
     assert ranges[0] == [0.0, 64.0] and ranges[-1] == [512.0, math.inf]
 
 
 def test_variant_from_the_command_line_keeps_its_base_and_reads_lists_and_yaml_inf():
     variant = parse_variant(
-        "r32=dsla-cs-offset MODEL.DSLA.REGRESS_RANGES [[0,32],[32,64],[64,128],[128,256],[256,.inf]] "
+        "r32=dsla-no-cs-offset MODEL.DSLA.REGRESS_RANGES [[0,32],[32,64],[64,128],[128,256],[256,.inf]] "
         "INPUT.MIN_SIZE_TRAIN (128,) MODEL.DSLA.IOU_COUPLING False 'DATASETS.TRAIN' \"('a', 'b')\"",
         BUILTINS,
     )
     assert variant.name == "r32" and variant.config_file == BUILTINS["dsla"].config_file
     opts = dict(variant.opts)
-    assert opts["MODEL.DSLA.CENTER_SAMPLING_RADIUS"] == 1.5
+    assert opts["MODEL.DSLA.CENTER_SAMPLING_RADIUS"] == 0.0
     assert opts["MODEL.DSLA.REGRESS_RANGES"][-1] == [256, math.inf]
     assert opts["INPUT.MIN_SIZE_TRAIN"] == (128,)
     assert opts["MODEL.DSLA.IOU_COUPLING"] is False

@@ -68,6 +68,7 @@ _DSLA = "DSLA/dsla_quickstart_shapes.yaml"
 # center sampling 1.5, points at the cell centers).
 _FCOS = "FCOS-Baseline/fcos_quickstart_shapes.yaml"
 _COCO_RANGES = [[0.0, 64.0], [64.0, 128.0], [128.0, 256.0], [256.0, 512.0], [512.0, float("inf")]]
+_QUARTER_COCO_RANGES = [[0.0, 16.0], [16.0, 32.0], [32.0, 64.0], [64.0, 128.0], [128.0, float("inf")]]
 
 BUILTIN_VARIANTS: Tuple[Variant, ...] = (
     Variant("fcos", _FCOS),
@@ -77,9 +78,20 @@ BUILTIN_VARIANTS: Tuple[Variant, ...] = (
     Variant("dsla-iou-only", _DSLA, (("MODEL.DSLA.IOU_ONLY", True),)),
     Variant("dsla-no-relaxation", _DSLA, (("MODEL.DSLA.INTERVAL_RELAXATION", 0.0),)),
     Variant("dsla-no-core-zone", _DSLA, (("MODEL.DSLA.CORE_ZONE", False),)),
-    # What detectron2's FCOS does differently in where its positives are.
+    # Where the positives are (see the README's "Does DSLA beat FCOS here?"): the authors' R-50 assignment (no
+    # center sampling, points at offset 0) on the quick-start ranges; the quick start before the study (COCO's
+    # ranges divided by 4, no center sampling, offset 0); and COCO's ranges, which detectron2's FCOS has built in.
     Variant(
-        "dsla-cs-offset", _DSLA, (("MODEL.DSLA.CENTER_SAMPLING_RADIUS", 1.5), ("MODEL.DSLA.POINT_OFFSET", 0.5))
+        "dsla-no-cs-offset", _DSLA, (("MODEL.DSLA.CENTER_SAMPLING_RADIUS", 0.0), ("MODEL.DSLA.POINT_OFFSET", 0.0))
+    ),
+    Variant(
+        "dsla-quarter-ranges",
+        _DSLA,
+        (
+            ("MODEL.DSLA.REGRESS_RANGES", _QUARTER_COCO_RANGES),
+            ("MODEL.DSLA.CENTER_SAMPLING_RADIUS", 0.0),
+            ("MODEL.DSLA.POINT_OFFSET", 0.0),
+        ),
     ),
     Variant("dsla-fcos-ranges", _DSLA, (("MODEL.DSLA.REGRESS_RANGES", _COCO_RANGES),)),
 )
