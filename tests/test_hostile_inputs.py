@@ -152,10 +152,11 @@ def test_images_smaller_than_the_largest_stride_train_and_infer(tmp_path, model)
 
 @pytest.mark.parametrize("box_loss", ["giou", "iou"])
 def test_one_pixel_and_sub_pixel_wide_boxes_get_positives_and_finite_losses(tmp_path, box_loss):
-    # 0.2 px wide around x = 16 (a column of stride-16 points) and 1 px wide around x = 32 (stride 32).
+    # 0.2 px wide around x = 16 (a column of stride-16 points) and 1 px wide around x = 32 (stride 32), with the
+    # points at multiples of the stride (offset 0).
     boxes = [[15.9, 40, 0.2, 50], [31.5, 20, 1.0, 100]]
     torch.manual_seed(0)
-    model = build_model(_cfg(["MODEL.DSLA.BOX_LOSS_TYPE", box_loss])).train()
+    model = build_model(_cfg(["MODEL.DSLA.BOX_LOSS_TYPE", box_loss, "MODEL.DSLA.POINT_OFFSET", "0.0"])).train()
     out = DSLADatasetMapper(_cfg(), is_train=True)(_record(tmp_path, boxes))
     assert len(out["instances"]) == 2
     losses, scalars = _train_step(model, [out])
