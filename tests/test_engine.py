@@ -82,7 +82,7 @@ def test_unknown_evaluator_type_is_an_error_naming_dataset_and_type(metadata, ev
     name = metadata(f"engine_test_{evaluator_type}", thing_classes=["a"])
     if evaluator_type:
         MetadataCatalog.get(name).evaluator_type = evaluator_type
-    with pytest.raises(NotImplementedError, match=f"'{name}'.*evaluator_type {evaluator_type!r}"):
+    with pytest.raises(ValueError, match=f"'{name}'.*evaluator_type {evaluator_type!r}"):
         engine.build_evaluator(load_config(QUICKSTART), name)
 
 

@@ -78,7 +78,7 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
     elif evaluator_type == "pascal_voc":
         evaluator = PascalVOCDetectionEvaluator(dataset_name)
     else:
-        raise NotImplementedError(
+        raise ValueError(
             f"No box evaluator for dataset {dataset_name!r} with evaluator_type {evaluator_type!r}; DSLA evaluates "
             "'coco', 'lvis' and 'pascal_voc' datasets (set MetadataCatalog.get(name).evaluator_type)."
         )
