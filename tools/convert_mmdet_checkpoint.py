@@ -29,7 +29,6 @@ All four put points at offset 0 and compute P6 from the P5 output.
 """
 import argparse
 import logging
-import pickle
 import sys
 
 import torch
@@ -38,24 +37,9 @@ from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 from dsla import get_dsla_cfg
-from dsla.checkpoint import convert_mmdet_state_dict
+from dsla.checkpoint import convert_mmdet_state_dict, load_state_dict_file
 
 logger = logging.getLogger("dsla")
-
-
-def load_mmdet_checkpoint(path: str, allow_pickle: bool = False):
-    """The ``state_dict`` of an mmdetection checkpoint (or the file itself when it is a bare state dict)."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-    except pickle.UnpicklingError as e:
-        raise RuntimeError(
-            f"{path} holds objects other than tensors and plain containers. If you trust the file, run again "
-            f"with --allow-pickle."
-        ) from e
-    for key in ("state_dict", "model"):
-        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
-            return checkpoint[key]
-    return checkpoint
 
 
 def argument_parser():
@@ -85,7 +69,7 @@ def main(argv=None) -> int:
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
     model = build_model(cfg)
 
-    conversion = convert_mmdet_state_dict(load_mmdet_checkpoint(args.input, args.allow_pickle), model.state_dict())
+    conversion = convert_mmdet_state_dict(load_state_dict_file(args.input, args.allow_pickle), model.state_dict())
     for key, reason in conversion.unmatched:
         logger.warning(f"Unmatched checkpoint key {key}: {reason}")
     for key in conversion.missing:

@@ -26,7 +26,8 @@ import torch
 
 from detectron2.utils.logger import setup_logger
 
-from dsla.checkpoint.convert_swin import convert_swin_state_dict, load_swin_checkpoint
+from dsla.checkpoint import load_state_dict_file
+from dsla.checkpoint.convert_swin import convert_swin_state_dict
 
 logger = logging.getLogger("dsla")
 
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
     if args.output.endswith(".pkl"):
         parser.error("OUT must not end in .pkl: detectron2 would read it as a pickle, not as a torch file")
     setup_logger(name="dsla")
-    converted, unmatched = convert_swin_state_dict(load_swin_checkpoint(args.input, args.allow_pickle))
+    converted, unmatched = convert_swin_state_dict(load_state_dict_file(args.input, args.allow_pickle))
     for key, reason in unmatched:
         logger.warning(f"Not converted: {key} ({reason})")
     if not converted:

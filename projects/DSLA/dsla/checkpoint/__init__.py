@@ -1,4 +1,5 @@
 from .atomic import AtomicCheckpointer, atomic_write
 from .convert_mmdet import Conversion, convert_mmdet_state_dict
+from .io import load_state_dict_file
 
-__all__ = ["AtomicCheckpointer", "Conversion", "atomic_write", "convert_mmdet_state_dict"]
+__all__ = ["AtomicCheckpointer", "Conversion", "atomic_write", "convert_mmdet_state_dict", "load_state_dict_file"]

@@ -14,15 +14,12 @@ Either becomes ``backbone.bottom_up.<timm name>``. The classifier and the final 
 detector, which normalizes each output stage with a LayerNorm of its own (``out_norms``, initialized fresh as in
 the official Swin detection code); they are dropped and reported.
 """
-import pickle
 import re
 from typing import Dict, List, Tuple
 
-import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
-__all__ = ["convert_swin_state_dict", "load_swin_checkpoint"]
+__all__ = ["convert_swin_state_dict"]
 
 PREFIX = "backbone.bottom_up."
 
@@ -65,28 +62,3 @@ def convert_swin_state_dict(state_dict: Dict[str, Tensor]) -> Tuple[Dict[str, Te
             continue
         converted[PREFIX + key] = value
     return converted, unmatched
-
-
-def load_swin_checkpoint(path: str, allow_pickle: bool = False) -> Dict[str, Tensor]:
-    """
-    The tensors of an ImageNet Swin checkpoint: the official release's ``"model"`` entry, a ``"state_dict"``
-    entry, or a bare state dict (timm's ``.pth`` / ``.bin``, or ``.safetensors``), without a DataParallel
-    ``module.`` prefix.
-
-    Args:
-        allow_pickle: unpickle arbitrary Python objects, for trusted files that hold more than tensors.
-    """
-    if path.endswith(".safetensors"):
-        return load_file(path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-    except pickle.UnpicklingError as e:
-        raise RuntimeError(
-            f"{path} holds objects other than tensors and plain containers; if you trust it, allow pickle "
-            f"(--allow-pickle)"
-        ) from e
-    for key in ("model", "state_dict"):
-        if isinstance(checkpoint.get(key), dict):
-            checkpoint = checkpoint[key]
-            break
-    return {re.sub(r"^module\.", "", k): v for k, v in checkpoint.items()}
