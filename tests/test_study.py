@@ -2,6 +2,11 @@
 import json
 import math
 import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 
 import pytest
 from PIL import Image
@@ -171,11 +176,13 @@ def test_a_mistyped_override_fails_when_planned_not_after_hours_of_training(shap
                                                             (("MODEL.DSLA.NO_SUCH_KEY", 1),))], [1], 5, str(tmp_path))
 
 
-def _write_result(out, dataset, variant, seed, ap, pearson, iters=100, minutes=2.0):
+def _write_result(out, dataset, variant, seed, ap, pearson, iters=100, minutes=2.0, before_nms=None):
     run_dir = out / dataset / variant / f"seed{seed}"
     run_dir.mkdir(parents=True)
     metrics = {"bbox/AP": ap, "bbox/AP50": ap + 20, "bbox/APs": ap - 10, "bbox/APm": ap, "bbox/APl": ap + 5,
                "score_iou/pearson": pearson, "score_iou/spearman": 0.5, "score_iou/gt_top_score_not_best_iou": 0.25}
+    if before_nms is not None:  # (spearman, top-score-not-best fraction) with NMS disabled
+        metrics["score_iou_before_nms/spearman"], metrics["score_iou_before_nms/gt_top_score_not_best_iou"] = before_nms
     result = {"dataset": dataset, "variant": variant, "seed": seed, "iterations": iters, "minutes": minutes,
               "config_file": "DSLA/dsla_quickstart_shapes.yaml", "variant_overrides": [["MODEL.DSLA.IOU_ONLY", True]],
               "metrics": metrics,
@@ -206,8 +213,8 @@ def test_results_aggregate_to_mean_and_sample_std_over_seeds(tmp_path):
 
 
 def test_markdown_has_a_table_per_dataset_with_mean_std_and_the_machine(tmp_path):
-    for seed, ap in zip((1, 2), (40.0, 44.0)):
-        _write_result(tmp_path, "shapes", "dsla", seed, ap, 0.75)
+    for seed, ap, before_nms in zip((1, 2), (40.0, 44.0), ((0.6, 0.3), (0.4, 0.5))):
+        _write_result(tmp_path, "shapes", "dsla", seed, ap, 0.75, before_nms=before_nms)
     _write_result(tmp_path, "shapes", "fcos", 1, 50.0, math.nan)
     results = collect_results(str(tmp_path))
     markdown = render_markdown(
@@ -218,11 +225,15 @@ def test_markdown_has_a_table_per_dataset_with_mean_std_and_the_machine(tmp_path
     header = lines.index("## shapes") + 2
     assert lines[header] == (
         "| variant | seeds | AP | AP50 | APs | APm | APl | pearson | spearman | top-score not best-localized | "
-        "train min |"
+        "spearman before NMS | top-score not best-localized before NMS | train min |"
     )
-    assert lines[header + 1] == "|" + "---|" * 11
+    assert lines[header + 1] == "|" + "---|" * 13
+    # A run of an earlier version of the study, without the figures before NMS: n/a, not 0.
     assert lines[header + 2] == (
-        "| `fcos` | 1 | 50.0 | 70.0 | 40.0 | 50.0 | 55.0 | n/a | 0.500 | 0.250 | 2.0 |"
+        "| `fcos` | 1 | 50.0 | 70.0 | 40.0 | 50.0 | 55.0 | n/a | 0.500 | 0.250 | n/a | n/a | 2.0 |"
+    )
+    assert "| 0.750 ± 0.000 | 0.500 ± 0.000 | 0.250 ± 0.000 | 0.500 ± 0.141 | 0.400 ± 0.141 | 2.0 ± 0.0 |" in (
+        lines[header + 3]
     )
     assert lines[header + 3].startswith("| `dsla` | 2 | 42.0 ± 2.8 | 62.0 ± 2.8 | 32.0 ± 2.8 |")
     assert "| 0.750 ± 0.000 |" in lines[header + 3]
@@ -264,6 +275,36 @@ def test_finished_runs_are_skipped_and_runs_of_another_budget_or_definition_retr
     assert calls == ["shapes/dsla/seed1"]
 
 
+def test_finished_runs_without_figures_before_nms_get_them_if_their_weights_are_kept(shapes_root, tmp_path):
+    runs = plan_runs([StudyDataset.family("shapes")], [BUILTINS["fcos"], BUILTINS["dsla"]], [1], 5, str(tmp_path))
+    execute_runs(runs, launch=_fake_launcher([]))  # results of an earlier version: no figures before NMS
+    (tmp_path / "shapes" / "dsla" / "seed1" / "model_final.pth").write_bytes(b"weights")
+    completed = []
+
+    def complete(run):
+        completed.append(run.label)
+        result = json.loads(open(run.result_file).read())
+        result["metrics"]["score_iou_before_nms/spearman"] = 0.5
+        with open(run.result_file, "w") as f:
+            json.dump(result, f)
+
+    calls = []
+    outcome = execute_runs(runs, launch=_fake_launcher(calls), complete=complete)
+    # Only the run with weights can be evaluated again; nothing is retrained.
+    assert calls == [] and completed == ["shapes/dsla/seed1"] and len(outcome["skipped"]) == 2
+    completed.clear()
+    execute_runs(runs, launch=_fake_launcher(calls), complete=complete)
+    assert calls == [] and completed == []
+
+    def broken(run):
+        raise RunFailed(f"{run.label}: evaluation crashed")
+
+    (tmp_path / "shapes" / "fcos" / "seed1" / "model_final.pth").write_bytes(b"weights")
+    outcome = execute_runs(runs, launch=_fake_launcher(calls), complete=broken)
+    assert [r.label for r in outcome["failed"]] == ["shapes/fcos/seed1"] and calls == []
+    assert json.loads(open(runs[0].result_file).read())["metrics"] == {"bbox/AP": 1.0}  # the result is kept
+
+
 def test_a_failed_run_is_reported_and_the_study_goes_on_unless_fail_fast(shapes_root, tmp_path):
     runs = plan_runs([StudyDataset.family("shapes")], [BUILTINS["fcos"], BUILTINS["dsla"]], [1, 2], 5, str(tmp_path))
     calls = []
@@ -303,6 +344,10 @@ def test_study_trains_each_run_in_a_child_process_and_writes_table_json_and_plot
         expected = {"bbox/AP", "bbox/APs", "score_iou/pearson", "score_iou/gt_top_score_not_best_iou"}
         assert expected <= set(result["metrics"])
         assert result["metrics"]["score_iou/num_detections"] > 0
+        # The same weights with NMS disabled: every candidate the detections were chosen from, and more.
+        before = result["metrics"]["score_iou_before_nms/num_detections"]
+        assert before > result["metrics"]["score_iou/num_detections"]
+        assert (out / "shapes" / variant / "seed1" / "inference_before_nms" / "score_iou_pairs.npz").exists()
         assert ["INPUT.MIN_SIZE_TEST", 64] in result["overrides"]
         assert "stale" not in (out / "shapes" / variant / "seed1" / "metrics.json").read_text()
         cfg = (out / "shapes" / variant / "seed1" / "config.yaml").read_text()
@@ -325,3 +370,49 @@ def test_study_trains_each_run_in_a_child_process_and_writes_table_json_and_plot
     (out / "study.md").unlink()
     assert main(argument_parser().parse_args([*study, "--report-only"])) == 0
     assert "| `fcos` | 1 |" in (out / "study.md").read_text()
+
+
+def _alive(pid):
+    """Whether process ``pid`` runs (a zombie, ended but not yet reaped by its new parent, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads process states from /proc (Linux)")
+def test_a_run_does_not_outlive_a_killed_study(tmp_path):
+    (tmp_path / "sleeper.py").write_text(textwrap.dedent("""
+        import os, time
+        def target(run):
+            with open(os.path.join(run.output_dir, "pid.tmp"), "w") as f:
+                f.write(str(os.getpid()))
+            os.replace(os.path.join(run.output_dir, "pid.tmp"), os.path.join(run.output_dir, "pid"))
+            time.sleep(300)
+    """))
+    (tmp_path / "study.py").write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import sleeper
+        from dsla.study import BUILTIN_VARIANTS, StudyDataset, StudyRun, run_in_subprocess
+        if __name__ == "__main__":
+            run = StudyRun(StudyDataset("d", "d_train", "d_val"), BUILTIN_VARIANTS[0], 1, 1, {str(tmp_path)!r}, ())
+            run_in_subprocess(run, sleeper.target, orphan_check_period=0.2)
+    """))
+    study = subprocess.Popen([sys.executable, str(tmp_path / "study.py")])
+    pid_file = tmp_path / "pid"
+    deadline = time.time() + 120
+    while not pid_file.exists() and study.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert pid_file.exists(), "the run never started"
+    run_pid = int(pid_file.read_text())
+    assert _alive(run_pid)
+    study.send_signal(signal.SIGKILL)  # no chance to clean up
+    study.wait()
+    deadline = time.time() + 20
+    while _alive(run_pid) and time.time() < deadline:
+        time.sleep(0.2)
+    if _alive(run_pid):
+        os.kill(run_pid, signal.SIGKILL)
+        pytest.fail("the run kept going after its study was killed")

@@ -7,11 +7,16 @@ finished runs are kept and skipped, so a study resumes across invocations; repor
 from .cli import argument_parser, datasets_from_args, main, run_study, variants_from_args
 from .report import aggregate, collect_results, format_mean_std, mean_std, plot_study, render_markdown, write_report
 from .runs import (
+    BEFORE_NMS_OVERRIDES,
+    BEFORE_NMS_PREFIX,
     RunFailed,
     StudyDataset,
     StudyRun,
+    add_before_nms,
+    evaluate_before_nms,
     execute_runs,
     is_finished,
+    lacks_before_nms,
     load_result,
     plan_runs,
     run_in_subprocess,
@@ -28,19 +33,24 @@ from .variants import (
 )
 
 __all__ = [
+    "BEFORE_NMS_OVERRIDES",
+    "BEFORE_NMS_PREFIX",
     "BUILTIN_VARIANTS",
     "RunFailed",
     "StudyDataset",
     "StudyRun",
     "Variant",
+    "add_before_nms",
     "aggregate",
     "argument_parser",
     "collect_results",
     "datasets_from_args",
+    "evaluate_before_nms",
     "execute_runs",
     "format_mean_std",
     "format_override_value",
     "is_finished",
+    "lacks_before_nms",
     "load_result",
     "load_variant_spec",
     "main",

@@ -39,10 +39,20 @@ COLUMNS: Tuple[Tuple[str, str, int], ...] = (
     ("pearson", "score_iou/pearson", 3),
     ("spearman", "score_iou/spearman", 3),
     ("top-score not best-localized", "score_iou/gt_top_score_not_best_iou", 3),
+    ("spearman before NMS", "score_iou_before_nms/spearman", 3),
+    ("top-score not best-localized before NMS", "score_iou_before_nms/gt_top_score_not_best_iou", 3),
     ("train min", "minutes", 1),
 )
 # Summarized in study.json as well, though not in the table.
-EXTRA_KEYS = ("bbox/AP75", "score_iou/mean_iou_top10", "score_iou/mean_iou_top100")
+EXTRA_KEYS = (
+    "bbox/AP75",
+    "score_iou/mean_iou_top10",
+    "score_iou/mean_iou_top100",
+    "score_iou/num_matched_gt",
+    "score_iou_before_nms/pearson",
+    "score_iou_before_nms/num_matched_gt",
+    "score_iou_before_nms/num_matched_detections",
+)
 
 
 def collect_results(output_dir: str, iters: Optional[int] = None) -> List[Dict[str, Any]]:
@@ -125,7 +135,8 @@ def render_markdown(
         lines.append(f"Every run trains {iters} iterations with its config's batch and schedule, then is evaluated "
                      "once on the dataset's validation split.")
     lines.append("Figures are mean ± standard deviation over seeds (n - 1); score-IoU figures from ScoreIoUEvaluator, "
-                 "over detections with IoU >= 0.5.")
+                 "over detections with IoU >= 0.5, of the detections (after NMS) and, 'before NMS', of the same "
+                 "model's candidates with NMS disabled (up to 1000 per image): the ranking NMS acts on.")
     lines.append("")
     header = ["variant", "seeds", *(title for title, _, _ in COLUMNS)]
     for dataset, variants in summary.items():
@@ -175,7 +186,8 @@ def _grouped_bars(ax, summary, key, title):
 
 def plot_study(summary: Dict[str, Dict[str, Any]], output_dir: str) -> List[str]:
     """``study_ap.png`` (box AP) and ``study_consistency.png`` (Spearman's rho and the fraction of ground truths
-    whose top-scored detection is not the best-localized), one bar per variant and dataset, error bars one std."""
+    whose top-scored detection is not the best-localized, of the detections and before NMS), one bar per variant
+    and dataset, error bars one std."""
     paths = []
     fig, ax = plt.subplots(figsize=(10, 4.5))
     _grouped_bars(ax, summary, "bbox/AP", "box AP (mean ± std over seeds)")
@@ -184,10 +196,11 @@ def plot_study(summary: Dict[str, Dict[str, Any]], output_dir: str) -> List[str]
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(14, 4.5))
-    _grouped_bars(axes[0], summary, "score_iou/spearman", "score-IoU Spearman's rho (higher is better)")
-    _grouped_bars(axes[1], summary, "score_iou/gt_top_score_not_best_iou",
-                  "top-scored detection not the best-localized (lower is better)")
+    fig, axes = plt.subplots(2, 2, figsize=(14, 9))
+    for row, (prefix, stage) in enumerate((("score_iou/", "detections"), ("score_iou_before_nms/", "before NMS"))):
+        _grouped_bars(axes[row, 0], summary, prefix + "spearman", f"score-IoU Spearman's rho, {stage} (higher is better)")
+        _grouped_bars(axes[row, 1], summary, prefix + "gt_top_score_not_best_iou",
+                      f"top-scored not the best-localized, {stage} (lower is better)")
     fig.tight_layout()
     paths.append(os.path.join(output_dir, "study_consistency.png"))
     fig.savefig(paths[-1], dpi=120)

@@ -8,6 +8,7 @@ import logging
 import multiprocessing
 import os
 import platform
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -15,18 +16,27 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.evaluation import inference_on_dataset
+
 from ..config import get_dsla_cfg
 from ..data import check_num_classes, dataset_classes, model_num_classes, register_coco_datasets
 from ..engine import Trainer, default_argument_parser, final_metrics, setup
+from ..evaluation import ScoreIoUEvaluator
 from .variants import Variant, resolve_config_file
 
 __all__ = [
+    "BEFORE_NMS_OVERRIDES",
+    "BEFORE_NMS_PREFIX",
     "RESULT_FILE_NAME",
     "RunFailed",
     "StudyDataset",
     "StudyRun",
+    "add_before_nms",
+    "evaluate_before_nms",
     "execute_runs",
     "is_finished",
+    "lacks_before_nms",
     "load_result",
     "plan_runs",
     "run_in_subprocess",
@@ -37,6 +47,16 @@ logger = logging.getLogger(__name__)
 
 RESULT_FILE_NAME = "result.json"
 ERROR_FILE_NAME = "error.txt"
+FINAL_WEIGHTS = "model_final.pth"
+# The paper's claim is about the ranking NMS acts on: when the top-scored of a ground truth's candidates is not its
+# best-localized one, NMS keeps the worse box. So each run is also evaluated with NMS disabled (both detectors'
+# keys; the one a model does not read is inert), keeping up to 1000 candidates per image.
+BEFORE_NMS_PREFIX = "score_iou_before_nms/"
+BEFORE_NMS_OVERRIDES: Tuple[Tuple[str, Any], ...] = (
+    ("MODEL.DSLA.NMS_THRESH_TEST", 1.0),
+    ("MODEL.FCOS.NMS_THRESH_TEST", 1.0),
+    ("TEST.DETECTIONS_PER_IMAGE", 1000),
+)
 
 
 @dataclass(frozen=True)
@@ -227,23 +247,79 @@ def train_run(run: StudyRun) -> Dict[str, Any]:
     metrics = {
         k: v for k, v in final_metrics(cfg.OUTPUT_DIR).items() if k.startswith(("bbox/", "score_iou/"))
     }
+    del trainer
+    metrics.update(evaluate_before_nms(run))
     result = {
         **run.record(),
         "metrics": metrics,
         "minutes": (time.perf_counter() - start) / 60,
         "machine": machine_info(cfg.MODEL.DEVICE),
     }
-    temporary = run.result_file + ".tmp"
-    with open(temporary, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(temporary, run.result_file)  # a result file is complete or absent
+    _write_result(run, result)
     logger.info(f"{run.label}: AP {metrics.get('bbox/AP', float('nan')):.1f} in {result['minutes']:.1f} min")
     return result
 
 
-def _train_run_in_child(run: StudyRun):
+def evaluate_before_nms(run: StudyRun) -> Dict[str, float]:
+    """
+    The :class:`ScoreIoUEvaluator` figures of a trained run's final weights with NMS disabled
+    (:data:`BEFORE_NMS_OVERRIDES`), keyed ``score_iou_before_nms/<figure>``. Its pairs are saved in
+    ``<run>/inference_before_nms``.
+    """
+    weights = os.path.join(run.output_dir, FINAL_WEIGHTS)
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"{run.label}: no final weights {weights} to evaluate before NMS")
+    register_coco_datasets(run.register_coco)
+    opts = run.config_opts() + [item for pair in BEFORE_NMS_OVERRIDES for item in pair] + ["MODEL.WEIGHTS", weights]
+    cfg = get_dsla_cfg(resolve_config_file(run.variant.config_file), opts, freeze=True)
+    model = Trainer.build_model(cfg)
+    DetectionCheckpointer(model).load(weights)
+    evaluator = ScoreIoUEvaluator(
+        run.dataset.test, os.path.join(run.output_dir, "inference_before_nms"), topk=cfg.TEST.SCORE_IOU_TOPK
+    )
+    results = inference_on_dataset(model, Trainer.build_test_loader(cfg, run.dataset.test), evaluator)
+    return {BEFORE_NMS_PREFIX + k: v for k, v in results["score_iou"].items()}
+
+
+def lacks_before_nms(run: StudyRun) -> bool:
+    """Whether a finished run (of an earlier version of the study) has final weights but no before-NMS figures."""
+    result = load_result(run.result_file)
+    return (
+        result is not None
+        and not any(k.startswith(BEFORE_NMS_PREFIX) for k in result.get("metrics", {}))
+        and os.path.isfile(os.path.join(run.output_dir, FINAL_WEIGHTS))
+    )
+
+
+def add_before_nms(run: StudyRun) -> Dict[str, Any]:
+    """Add :func:`evaluate_before_nms`'s figures to a finished run's ``result.json``; returns the new result."""
+    result = load_result(run.result_file)
+    result["metrics"].update(evaluate_before_nms(run))
+    _write_result(run, result)
+    return result
+
+
+def _write_result(run: StudyRun, result: Dict[str, Any]):
+    temporary = run.result_file + ".tmp"
+    with open(temporary, "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(temporary, run.result_file)  # a result file is complete or absent
+
+
+def _exit_with_parent(parent_pid: int, period: float):
+    """Poll, and end this process (with its loader workers) once the study that started it is gone."""
+    while True:
+        time.sleep(period)
+        if os.getppid() != parent_pid:
+            os._exit(3)
+
+
+def _in_child(target: Callable[[StudyRun], Any], run: StudyRun, parent_pid: int, period: float):
+    # A killed study (e.g. by a job scheduler) would otherwise leave its run training on as an orphan, competing
+    # for the CPU with the study's next invocation and writing into the run directory that invocation retrains.
+    threading.Thread(target=_exit_with_parent, args=(parent_pid, period), daemon=True).start()
     try:
-        train_run(run)
+        target(run)
     except BaseException:
         os.makedirs(run.output_dir, exist_ok=True)
         with open(os.path.join(run.output_dir, ERROR_FILE_NAME), "w") as f:
@@ -255,14 +331,24 @@ class RunFailed(RuntimeError):
     """A run of a study did not finish."""
 
 
-def run_in_subprocess(run: StudyRun):
+def run_in_subprocess(
+    run: StudyRun, target: Callable[[StudyRun], Any] = train_run, *, orphan_check_period: float = 2.0
+):
     """
-    :func:`train_run` in a fresh process (multiprocessing's spawn: nothing is inherited but the environment and
-    ``run``). Raises :class:`RunFailed` if it does not finish, with the last line of its traceback.
+    ``target(run)`` (by default :func:`train_run`) in a fresh process (multiprocessing's spawn: nothing is
+    inherited but the environment and ``run``), which ends itself within ``orphan_check_period`` seconds if this
+    process dies. Raises :class:`RunFailed` if it does not finish, with the last line of its traceback.
     """
-    process = multiprocessing.get_context("spawn").Process(target=_train_run_in_child, args=(run,), name=run.label)
+    process = multiprocessing.get_context("spawn").Process(
+        target=_in_child, args=(target, run, os.getpid(), orphan_check_period), name=run.label
+    )
     process.start()
-    process.join()
+    try:
+        process.join()
+    except BaseException:  # e.g. KeyboardInterrupt: the run must not outlive the study
+        process.terminate()
+        process.join()
+        raise
     if process.exitcode != 0:
         error_file = os.path.join(run.output_dir, ERROR_FILE_NAME)
         last_line = ""
@@ -275,12 +361,22 @@ def run_in_subprocess(run: StudyRun):
         )
 
 
+def _add_before_nms_in_subprocess(run: StudyRun):
+    run_in_subprocess(run, add_before_nms)
+
+
 def execute_runs(
-    runs: Sequence[StudyRun], *, fail_fast: bool = False, launch: Callable[[StudyRun], None] = run_in_subprocess
+    runs: Sequence[StudyRun],
+    *,
+    fail_fast: bool = False,
+    launch: Callable[[StudyRun], None] = run_in_subprocess,
+    complete: Callable[[StudyRun], None] = _add_before_nms_in_subprocess,
 ) -> Dict[str, List[StudyRun]]:
     """
-    Run ``runs`` one after the other with ``launch``, skipping those already finished (:func:`is_finished`). A
-    run that fails is logged and the others still run, unless ``fail_fast``.
+    Run ``runs`` one after the other with ``launch``, skipping those already finished (:func:`is_finished`);
+    a finished run of an earlier version of the study that has its weights but no before-NMS figures gets them
+    with ``complete`` (:func:`add_before_nms` in a fresh process). A run that fails is logged and the others still
+    run, unless ``fail_fast``.
 
     Returns:
         {"skipped": [...], "finished": [...], "failed": [...]}
@@ -288,7 +384,18 @@ def execute_runs(
     outcome = {"skipped": [], "finished": [], "failed": []}
     for index, run in enumerate(runs, 1):
         if is_finished(run):
-            logger.info(f"[{index}/{len(runs)}] {run.label}: finished before, skipped")
+            if lacks_before_nms(run):
+                logger.info(f"[{index}/{len(runs)}] {run.label}: finished before; evaluating it before NMS")
+                try:
+                    complete(run)
+                except Exception as e:
+                    if fail_fast:
+                        raise
+                    logger.error(f"[{index}/{len(runs)}] {run.label}: evaluation before NMS failed: {e}")
+                    outcome["failed"].append(run)
+                    continue
+            else:
+                logger.info(f"[{index}/{len(runs)}] {run.label}: finished before, skipped")
             outcome["skipped"].append(run)
             continue
         # A result of other iterations or overrides is stale; remove it so that it cannot outlive a failed rerun.
