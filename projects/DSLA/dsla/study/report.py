@@ -198,7 +198,8 @@ def plot_study(summary: Dict[str, Dict[str, Any]], output_dir: str) -> List[str]
 
     fig, axes = plt.subplots(2, 2, figsize=(14, 9))
     for row, (prefix, stage) in enumerate((("score_iou/", "detections"), ("score_iou_before_nms/", "before NMS"))):
-        _grouped_bars(axes[row, 0], summary, prefix + "spearman", f"score-IoU Spearman's rho, {stage} (higher is better)")
+        _grouped_bars(axes[row, 0], summary, prefix + "spearman",
+                      f"score-IoU Spearman's rho, {stage} (higher is better)")
         _grouped_bars(axes[row, 1], summary, prefix + "gt_top_score_not_best_iou",
                       f"top-scored not the best-localized, {stage} (lower is better)")
     fig.tight_layout()
