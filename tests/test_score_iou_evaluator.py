@@ -4,12 +4,14 @@ import uuid
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, BoxMode, Instances
 
 from dsla.evaluation import ScoreIoUEvaluator, load_score_iou_pairs, summarize_score_iou
-from dsla.evaluation.score_iou import pearson, spearman
+from dsla.evaluation.score_iou import gt_pair_concordance, pearson, spearman
 
 GT_BOX = [0.0, 0.0, 100.0, 100.0]
 
@@ -114,6 +116,43 @@ def test_fraction_of_ground_truths_whose_top_score_is_not_best_localized(registe
     results = evaluate(name, {1: detections})
     assert results["num_matched_gt"] == 2
     assert results["gt_top_score_not_best_iou"] == pytest.approx(0.5)
+
+
+def test_pair_concordance_averages_each_ground_truths_pairs_then_the_ground_truths():
+    # Ground truth 0: scores rank its three detections exactly by IoU -> 3 of 3 pairs concordant.
+    # Ground truth 1: pairs (a, b) discordant, (a, c) tied in score -> 1/2, (b, c) equal IoU -> not counted:
+    # (0 + 1/2) / 2 = 1/4. Ground truth 2: one detection, no pair. Mean over ground truths 0 and 1: 5/8.
+    scores = np.array([0.9, 0.5, 0.7, 0.8, 0.4, 0.8, 0.3])
+    ious = np.array([0.9, 0.6, 0.8, 0.6, 0.7, 0.7, 0.55])
+    group = np.array([0, 0, 0, 1, 1, 1, 2])
+    assert gt_pair_concordance(scores, ious, group, 3) == pytest.approx(5 / 8)
+    # Many detections for one ground truth do not outweigh another ground truth's one pair.
+    many = np.linspace(0.5, 1.0, 50)
+    assert gt_pair_concordance(
+        np.concatenate([many, [0.9, 0.1]]), np.concatenate([many, [0.6, 0.9]]), np.array([0] * 50 + [1, 1]), 2
+    ) == pytest.approx(0.5)
+    assert np.isnan(gt_pair_concordance(np.array([0.5, 0.6]), np.array([0.7, 0.7]), np.array([0, 0]), 1))
+    assert np.isnan(gt_pair_concordance(np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64), 0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 5), st.integers(0, 4), st.integers(0, 4)), max_size=40),
+    st.integers(1, 30),
+)
+def test_pair_concordance_equals_the_pairwise_definition_in_any_order_and_chunking(detections, max_pairs):
+    group = np.array([g for g, _, _ in detections], dtype=np.int64)
+    scores = np.array([s / 4 for _, s, _ in detections])  # few distinct values: ties in score and IoU
+    ious = np.array([0.5 + u / 8 for _, _, u in detections])
+    per_gt = {}
+    for i in range(len(group)):
+        for j in range(i + 1, len(group)):
+            if group[i] == group[j] and ious[i] != ious[j]:
+                value = 0.5 if scores[i] == scores[j] else float((scores[i] > scores[j]) == (ious[i] > ious[j]))
+                per_gt.setdefault(group[i], []).append(value)
+    expected = np.mean([np.mean(v) for v in per_gt.values()]) if per_gt else math.nan
+    result = gt_pair_concordance(scores, ious, group, 6, max_pairs=max_pairs)
+    assert (math.isnan(result) and math.isnan(expected)) or result == pytest.approx(expected)
 
 
 def test_tied_top_scores_count_as_consistent_when_one_is_best_localized(register):

@@ -181,8 +181,9 @@ def _write_result(out, dataset, variant, seed, ap, pearson, iters=100, minutes=2
     run_dir.mkdir(parents=True)
     metrics = {"bbox/AP": ap, "bbox/AP50": ap + 20, "bbox/APs": ap - 10, "bbox/APm": ap, "bbox/APl": ap + 5,
                "score_iou/pearson": pearson, "score_iou/spearman": 0.5, "score_iou/gt_top_score_not_best_iou": 0.25}
-    if before_nms is not None:  # (spearman, top-score-not-best fraction) with NMS disabled
-        metrics["score_iou_before_nms/spearman"], metrics["score_iou_before_nms/gt_top_score_not_best_iou"] = before_nms
+    if before_nms is not None:  # (spearman, top-score-not-best fraction, pair concordance) with NMS disabled
+        for key, value in zip(("spearman", "gt_top_score_not_best_iou", "gt_pair_concordance"), before_nms):
+            metrics["score_iou_before_nms/" + key] = value
     result = {"dataset": dataset, "variant": variant, "seed": seed, "iterations": iters, "minutes": minutes,
               "config_file": "DSLA/dsla_quickstart_shapes.yaml", "variant_overrides": [["MODEL.DSLA.IOU_ONLY", True]],
               "metrics": metrics,
@@ -213,7 +214,7 @@ def test_results_aggregate_to_mean_and_sample_std_over_seeds(tmp_path):
 
 
 def test_markdown_has_a_table_per_dataset_with_mean_std_and_the_machine(tmp_path):
-    for seed, ap, before_nms in zip((1, 2), (40.0, 44.0), ((0.6, 0.3), (0.4, 0.5))):
+    for seed, ap, before_nms in zip((1, 2), (40.0, 44.0), ((0.6, 0.3, 0.6), (0.4, 0.5, 0.7))):
         _write_result(tmp_path, "shapes", "dsla", seed, ap, 0.75, before_nms=before_nms)
     _write_result(tmp_path, "shapes", "fcos", 1, 50.0, math.nan)
     results = collect_results(str(tmp_path))
@@ -224,19 +225,18 @@ def test_markdown_has_a_table_per_dataset_with_mean_std_and_the_machine(tmp_path
     lines = markdown.splitlines()
     header = lines.index("## shapes") + 2
     assert lines[header] == (
-        "| variant | seeds | AP | AP50 | APs | APm | APl | pearson | spearman | top-score not best-localized | "
-        "spearman before NMS | top-score not best-localized before NMS | train min |"
+        "| variant | seeds | AP | AP50 | APs | APm | APl | spearman | top-score not best-localized | "
+        "spearman before NMS | top-score not best-localized before NMS | pair concordance before NMS | train min |"
     )
     assert lines[header + 1] == "|" + "---|" * 13
     # A run of an earlier version of the study, without the figures before NMS: n/a, not 0.
     assert lines[header + 2] == (
-        "| `fcos` | 1 | 50.0 | 70.0 | 40.0 | 50.0 | 55.0 | n/a | 0.500 | 0.250 | n/a | n/a | 2.0 |"
+        "| `fcos` | 1 | 50.0 | 70.0 | 40.0 | 50.0 | 55.0 | 0.500 | 0.250 | n/a | n/a | n/a | 2.0 |"
     )
-    assert "| 0.750 ± 0.000 | 0.500 ± 0.000 | 0.250 ± 0.000 | 0.500 ± 0.141 | 0.400 ± 0.141 | 2.0 ± 0.0 |" in (
+    assert "| 0.500 ± 0.000 | 0.250 ± 0.000 | 0.500 ± 0.141 | 0.400 ± 0.141 | 0.650 ± 0.071 | 2.0 ± 0.0 |" in (
         lines[header + 3]
     )
     assert lines[header + 3].startswith("| `dsla` | 2 | 42.0 ± 2.8 | 62.0 ± 2.8 | 32.0 ± 2.8 |")
-    assert "| 0.750 ± 0.000 |" in lines[header + 3]
     assert "- `dsla`: `DSLA/dsla_quickstart_shapes.yaml` with `MODEL.DSLA.IOU_ONLY True`" in lines
     assert "- Linux-test, 2 CPUs, torch 2.x, device cpu" in lines
     assert "- training and evaluation, all runs above: 6.0 minutes" in lines
@@ -284,7 +284,7 @@ def test_finished_runs_without_figures_before_nms_get_them_if_their_weights_are_
     def complete(run):
         completed.append(run.label)
         result = json.loads(open(run.result_file).read())
-        result["metrics"]["score_iou_before_nms/spearman"] = 0.5
+        result["metrics"]["score_iou_before_nms/gt_pair_concordance"] = 0.5
         with open(run.result_file, "w") as f:
             json.dump(result, f)
 
@@ -341,7 +341,8 @@ def test_study_trains_each_run_in_a_child_process_and_writes_table_json_and_plot
     for variant in ("fcos", "dsla"):
         result = json.loads((out / "shapes" / variant / "seed1" / "result.json").read_text())
         assert result["iterations"] == 3 and result["minutes"] > 0
-        expected = {"bbox/AP", "bbox/APs", "score_iou/pearson", "score_iou/gt_top_score_not_best_iou"}
+        expected = {"bbox/AP", "bbox/APs", "score_iou/pearson", "score_iou/gt_top_score_not_best_iou",
+                    "score_iou_before_nms/gt_pair_concordance"}
         assert expected <= set(result["metrics"])
         assert result["metrics"]["score_iou/num_detections"] > 0
         # The same weights with NMS disabled: every candidate the detections were chosen from, and more.

@@ -21,6 +21,7 @@ from detectron2.utils.file_io import PathManager
 __all__ = [
     "ScoreIoUEvaluator",
     "add_score_iou_config",
+    "gt_pair_concordance",
     "load_score_iou_pairs",
     "match_to_ground_truth",
     "pearson",
@@ -100,6 +101,47 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return pearson(_average_ranks(x), _average_ranks(y))
 
 
+def gt_pair_concordance(
+    scores: np.ndarray, ious: np.ndarray, group: np.ndarray, num_groups: int, *, max_pairs: int = 1 << 22
+) -> float:
+    """
+    How well scores rank each ground truth's detections by localization, independent of how many it has: for
+    every pair of detections of the same ground truth (``group``) with different IoUs, 1 if the higher-scored one
+    has the higher IoU, 0 if the lower-scored one has, 1/2 if their scores tie; averaged over each ground truth's
+    pairs, then over the ground truths that have such a pair. 1/2 is a score that ignores localization, 1 a
+    perfect ranking; nan when no ground truth has two detections of different IoUs.
+
+    Pairs are formed about ``max_pairs`` at a time (whole ground truths), so that thousands of detections of
+    one image do not need memory quadratic in their number at once.
+    """
+    order = np.argsort(group, kind="stable")
+    group, scores, ious = group[order], scores[order], ious[order]
+    # Detection k pairs with the n_after[k] detections after it in its ground truth's run: pairs number
+    # pair_begin[k] .. pair_begin[k] + n_after[k] - 1 of all.
+    index = np.arange(len(group))
+    n_after = np.searchsorted(group, group, side="right") - index - 1
+    pair_begin = np.cumsum(n_after) - n_after
+    sums, counts = np.zeros(num_groups), np.zeros(num_groups)
+    start = 0
+    while start < len(group):
+        stop = int(np.searchsorted(pair_begin, pair_begin[start] + max_pairs, side="left"))
+        stop = int(np.searchsorted(group, group[max(stop, start + 1) - 1], side="right"))  # end of a ground truth
+        repeats = n_after[start:stop]
+        first = np.repeat(index[start:stop], repeats)
+        pair_number = pair_begin[start] + np.arange(len(first))
+        second = first + 1 + pair_number - np.repeat(pair_begin[start:stop], repeats)
+        d_iou = ious[first] - ious[second]
+        d_score = scores[first] - scores[second]
+        informative = d_iou != 0
+        value = np.where(d_score == 0, 0.5, (np.sign(d_score) == np.sign(d_iou)).astype(np.float64))
+        pair_group = group[first][informative]
+        sums += np.bincount(pair_group, weights=value[informative], minlength=num_groups)
+        counts += np.bincount(pair_group, minlength=num_groups)
+        start = stop
+    has_pairs = counts > 0
+    return float((sums[has_pairs] / counts[has_pairs]).mean()) if has_pairs.any() else math.nan
+
+
 def summarize_score_iou(
     scores: np.ndarray,
     ious: np.ndarray,
@@ -124,7 +166,9 @@ def summarize_score_iou(
         ``num_matched_detections``, ``mean_matched_iou``, ``num_matched_gt`` (ground truths that are the match
         of at least one matched detection), ``gt_top_score_not_best_iou`` (the fraction of those whose
         highest-scored matched detection is less well localized than their best-localized one; with tied top
-        scores the best IoU among them counts), ``mean_iou_top{k}``. Figures that are undefined (too few
+        scores the best IoU among them counts), ``gt_pair_concordance`` (:func:`gt_pair_concordance` of the
+        matched detections: unlike the fraction, it does not grow with the number of detections per ground
+        truth), ``mean_iou_top{k}``. Figures that are undefined (too few
         detections, constant scores) are nan.
     """
     scores = np.asarray(scores, dtype=np.float64)
@@ -155,6 +199,7 @@ def summarize_score_iou(
     np.maximum.at(iou_of_top_scored, group[is_top_scored], m_ious[is_top_scored])
     results["num_matched_gt"] = float(num_gt)
     results["gt_top_score_not_best_iou"] = float((iou_of_top_scored < best_iou).mean()) if num_gt else math.nan
+    results["gt_pair_concordance"] = gt_pair_concordance(m_scores, m_ious, group, num_gt)
 
     # Sort by image, then by descending score, to read each image's top k off the front of its run.
     order = np.lexsort((-scores, image_index))

@@ -36,11 +36,11 @@ COLUMNS: Tuple[Tuple[str, str, int], ...] = (
     ("APs", "bbox/APs", 1),
     ("APm", "bbox/APm", 1),
     ("APl", "bbox/APl", 1),
-    ("pearson", "score_iou/pearson", 3),
     ("spearman", "score_iou/spearman", 3),
     ("top-score not best-localized", "score_iou/gt_top_score_not_best_iou", 3),
     ("spearman before NMS", "score_iou_before_nms/spearman", 3),
     ("top-score not best-localized before NMS", "score_iou_before_nms/gt_top_score_not_best_iou", 3),
+    ("pair concordance before NMS", "score_iou_before_nms/gt_pair_concordance", 3),
     ("train min", "minutes", 1),
 )
 # Summarized in study.json as well, though not in the table.
@@ -48,6 +48,8 @@ EXTRA_KEYS = (
     "bbox/AP75",
     "score_iou/mean_iou_top10",
     "score_iou/mean_iou_top100",
+    "score_iou/pearson",
+    "score_iou/gt_pair_concordance",
     "score_iou/num_matched_gt",
     "score_iou_before_nms/pearson",
     "score_iou_before_nms/num_matched_gt",

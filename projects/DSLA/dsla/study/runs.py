@@ -52,6 +52,8 @@ FINAL_WEIGHTS = "model_final.pth"
 # best-localized one, NMS keeps the worse box. So each run is also evaluated with NMS disabled (both detectors'
 # keys; the one a model does not read is inert), keeping up to 1000 candidates per image.
 BEFORE_NMS_PREFIX = "score_iou_before_nms/"
+# A result without this figure was evaluated before NMS by an earlier version of the study, or not at all.
+BEFORE_NMS_NEWEST = BEFORE_NMS_PREFIX + "gt_pair_concordance"
 BEFORE_NMS_OVERRIDES: Tuple[Tuple[str, Any], ...] = (
     ("MODEL.DSLA.NMS_THRESH_TEST", 1.0),
     ("MODEL.FCOS.NMS_THRESH_TEST", 1.0),
@@ -282,11 +284,12 @@ def evaluate_before_nms(run: StudyRun) -> Dict[str, float]:
 
 
 def lacks_before_nms(run: StudyRun) -> bool:
-    """Whether a finished run (of an earlier version of the study) has final weights but no before-NMS figures."""
+    """Whether a finished run (of an earlier version of the study) has final weights but not all the figures
+    before NMS of this version."""
     result = load_result(run.result_file)
     return (
         result is not None
-        and not any(k.startswith(BEFORE_NMS_PREFIX) for k in result.get("metrics", {}))
+        and BEFORE_NMS_NEWEST not in result.get("metrics", {})
         and os.path.isfile(os.path.join(run.output_dir, FINAL_WEIGHTS))
     )
 
