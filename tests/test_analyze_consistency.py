@@ -66,6 +66,9 @@ def test_plots_and_summary_from_saved_pairs(tool, tmp_path):
     assert models["DSLA"]["pearson"] > 0.8 > abs(models["FCOS"]["pearson"])
     assert models["one"]["pearson"] is None
     assert models["one"]["num_matched_detections"] == 1
+    # Scores that follow IoU rank each object's detections better than chance; random ones about at chance.
+    assert models["DSLA"]["gt_pair_concordance"] > 0.7 > models["FCOS"]["gt_pair_concordance"] > 0.3
+    assert models["one"]["gt_pair_concordance"] is None
 
 
 def test_model_or_pairs_required(tool, tmp_path):

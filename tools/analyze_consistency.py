@@ -89,6 +89,7 @@ def plot_consistency(summaries, iou_threshold, topk, path):
             "ranking",
             {
                 "gt_top_score_not_best_iou": "GT: top score\nnot best IoU\n(lower is better)",
+                "gt_pair_concordance": "GT: pairs ranked\nby IoU\n(1/2 = chance)",
                 **{f"mean_iou_top{k}": f"mean IoU\nof top {k}" for k in topk},
             },
         ),
