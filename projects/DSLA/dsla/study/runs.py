@@ -386,33 +386,27 @@ def execute_runs(
     """
     outcome = {"skipped": [], "finished": [], "failed": []}
     for index, run in enumerate(runs, 1):
+        prefix = f"[{index}/{len(runs)}] {run.label}"
         if is_finished(run):
-            if lacks_before_nms(run):
-                logger.info(f"[{index}/{len(runs)}] {run.label}: finished before; evaluating it before NMS")
-                try:
-                    complete(run)
-                except Exception as e:
-                    if fail_fast:
-                        raise
-                    logger.error(f"[{index}/{len(runs)}] {run.label}: evaluation before NMS failed: {e}")
-                    outcome["failed"].append(run)
-                    continue
-            else:
-                logger.info(f"[{index}/{len(runs)}] {run.label}: finished before, skipped")
-            outcome["skipped"].append(run)
-            continue
-        # A result of other iterations or overrides is stale; remove it so that it cannot outlive a failed rerun.
-        for stale in (run.result_file, os.path.join(run.output_dir, ERROR_FILE_NAME)):
-            if os.path.exists(stale):
-                os.remove(stale)
-        logger.info(f"[{index}/{len(runs)}] {run.label}: training {run.iters} iterations")
+            if not lacks_before_nms(run):
+                logger.info(f"{prefix}: finished before, skipped")
+                outcome["skipped"].append(run)
+                continue
+            step, kind, what = complete, "skipped", "finished before; evaluating it before NMS"
+        else:
+            # A result of other iterations or overrides is stale; remove it so that it cannot outlive a failed rerun.
+            for stale in (run.result_file, os.path.join(run.output_dir, ERROR_FILE_NAME)):
+                if os.path.exists(stale):
+                    os.remove(stale)
+            step, kind, what = launch, "finished", f"training {run.iters} iterations"
+        logger.info(f"{prefix}: {what}")
         try:
-            launch(run)
+            step(run)
         except Exception as e:
             if fail_fast:
                 raise
-            logger.error(f"[{index}/{len(runs)}] {run.label} failed, continuing with the next run: {e}")
+            logger.error(f"{prefix} failed, continuing with the next run: {e}")
             outcome["failed"].append(run)
             continue
-        outcome["finished"].append(run)
+        outcome[kind].append(run)
     return outcome
