@@ -130,10 +130,10 @@ def gt_pair_concordance(
         first = np.repeat(index[start:stop], repeats)
         pair_number = pair_begin[start] + np.arange(len(first))
         second = first + 1 + pair_number - np.repeat(pair_begin[start:stop], repeats)
-        d_iou = ious[first] - ious[second]
-        d_score = scores[first] - scores[second]
-        informative = d_iou != 0
-        value = np.where(d_score == 0, 0.5, (np.sign(d_score) == np.sign(d_iou)).astype(np.float64))
+        iou_sign = np.sign(ious[first] - ious[second])
+        informative = iou_sign != 0
+        # 1 concordant, 0 discordant, 1/2 for tied scores (sign 0).
+        value = (np.sign(scores[first] - scores[second]) * iou_sign + 1) / 2
         pair_group = group[first][informative]
         sums += np.bincount(pair_group, weights=value[informative], minlength=num_groups)
         counts += np.bincount(pair_group, minlength=num_groups)
