@@ -2,12 +2,14 @@
 """
 Run a DSLA model on images or a video and draw its detections with detectron2's Visualizer.
 
-    python demo.py --config-file configs/DSLA/dsla_quickstart_shapes.yaml --input img1.jpg dir/ 'imgs/*.png' \
+    python demo.py --config-file configs/DSLA/dsla_quickstart_shapes.yaml --input img1.jpg dir/
+    'imgs/*.png' \
         --output out/ --opts MODEL.WEIGHTS output/quickstart/model_final.pth
 
-Class names come from the metadata of the first dataset in ``DATASETS.TEST`` (or ``--dataset``); COCO-format
-datasets can be registered with ``--register-coco NAME JSON IMAGE_ROOT``.
+Class names come from the metadata of the first dataset in ``DATASETS.TEST`` (or ``--dataset``);
+COCO-format datasets can be registered with ``--register-coco NAME JSON IMAGE_ROOT``.
 """
+
 import argparse
 import glob
 import logging
@@ -34,7 +36,9 @@ logger = logging.getLogger("dsla.demo")
 
 def get_parser():
     parser = argparse.ArgumentParser(description="DSLA demo with detectron2's Visualizer")
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a config file")
+    parser.add_argument(
+        "--config-file", required=True, metavar="FILE", help="path to a config file"
+    )
     parser.add_argument("--input", nargs="+", help="images: files, directories or glob patterns")
     parser.add_argument("--video-input", help="a video file")
     parser.add_argument(
@@ -42,11 +46,17 @@ def get_parser():
         help="a directory for the visualizations, or a file name when there is a single input; "
         "if not given, nothing is written and the detections are logged",
     )
-    parser.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score to draw")
-    parser.add_argument("--dataset", help="dataset whose class names to use (default: first of DATASETS.TEST)")
+    parser.add_argument(
+        "--confidence-threshold", type=float, default=0.5, help="minimum score to draw"
+    )
+    parser.add_argument(
+        "--dataset", help="dataset whose class names to use (default: first of DATASETS.TEST)"
+    )
     add_register_coco_argument(parser)
     add_require_gpu_argument(parser)
-    parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
+    parser.add_argument(
+        "--opts", default=[], nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs"
+    )
     return parser
 
 
@@ -66,14 +76,18 @@ def expand_inputs(patterns):
     for pattern in patterns:
         if os.path.isdir(pattern):
             paths += sorted(
-                os.path.join(pattern, f) for f in os.listdir(pattern) if f.lower().endswith(IMAGE_EXTENSIONS)
+                os.path.join(pattern, f)
+                for f in os.listdir(pattern)
+                if f.lower().endswith(IMAGE_EXTENSIONS)
             )
         elif os.path.isfile(pattern):
             paths.append(pattern)
         else:
             matches = sorted(glob.glob(os.path.expanduser(pattern)))
             if not matches:
-                raise FileNotFoundError(f"--input {pattern}: no such file, directory or matching image")
+                raise FileNotFoundError(
+                    f"--input {pattern}: no such file, directory or matching image"
+                )
             paths += matches
     return paths
 
@@ -105,7 +119,10 @@ def run_on_video(predictor, metadata, args):
     video = cv2.VideoCapture(args.video_input)
     if not video.isOpened():
         raise FileNotFoundError(f"--video-input {args.video_input}: cannot open the video")
-    width, height = int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    width, height = (
+        int(video.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        int(video.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+    )
     fps = video.get(cv2.CAP_PROP_FPS) or 25.0
     num_frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
     visualizer = VideoVisualizer(metadata, ColorMode.IMAGE)
@@ -114,7 +131,9 @@ def run_on_video(predictor, metadata, args):
         path = args.output
         if os.path.isdir(path) or not os.path.splitext(path)[1]:
             os.makedirs(path, exist_ok=True)
-            path = os.path.join(path, os.path.splitext(os.path.basename(args.video_input))[0] + ".mp4")
+            path = os.path.join(
+                path, os.path.splitext(os.path.basename(args.video_input))[0] + ".mp4"
+            )
         writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
     try:
         for _ in tqdm.tqdm(range(num_frames)):
@@ -122,7 +141,9 @@ def run_on_video(predictor, metadata, args):
             if not ok:
                 break
             instances = detections_above(predictor(frame)["instances"], args.confidence_threshold)
-            drawn = visualizer.draw_instance_predictions(frame[:, :, ::-1], instances).get_image()[:, :, ::-1]
+            drawn = visualizer.draw_instance_predictions(frame[:, :, ::-1], instances).get_image()[
+                :, :, ::-1
+            ]
             if writer is not None:
                 writer.write(drawn)
     finally:
@@ -141,7 +162,8 @@ def main(argv=None):
     dataset = args.dataset or (cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused")
     metadata = MetadataCatalog.get(dataset)
     if metadata.get("thing_classes") is None and metadata.get("json_file"):
-        # A --register-coco dataset gets its class names only when loaded; read them from its JSON instead.
+        # A --register-coco dataset gets its class names only when loaded; read them from its JSON
+        # instead.
         metadata.thing_classes = dataset_classes(dataset)
     predictor = DefaultPredictor(cfg)
     if args.input:

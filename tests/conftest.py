@@ -8,7 +8,6 @@ from PIL import Image
 
 from detectron2.data import DatasetCatalog
 
-
 from dsla import get_dsla_cfg
 from dsla.data import register_shapes_datasets
 
@@ -17,7 +16,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def load_config(config_file, opts=()):
     """A DSLA config from a YAML under the repo root, for the CPU, with no pretrained weights."""
-    return get_dsla_cfg(os.path.join(REPO_ROOT, config_file), ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
+    return get_dsla_cfg(
+        os.path.join(REPO_ROOT, config_file), ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts]
+    )
 
 
 def write_coco_dataset(root, num_images=4, size=(96, 128), num_classes=2, seed=0):
@@ -65,8 +66,9 @@ SMALL_SHAPES = {"num_train": 16, "num_val": 4}
 @pytest.fixture
 def shapes_root(tmp_path):
     """
-    A small copy of the shapes dataset registered as shapes_train / shapes_val, generated here once so that the
-    training processes a test starts find it ready; the default registration is restored afterwards.
+    A small copy of the shapes dataset registered as shapes_train / shapes_val, generated here once
+    so that the training processes a test starts find it ready; the default registration is restored
+    afterwards.
     """
     root = tmp_path / "shapes"
     register_shapes_datasets(root=str(root), **SMALL_SHAPES)
@@ -91,8 +93,8 @@ def shapes_env(root):
 @pytest.fixture(autouse=True, scope="session")
 def single_thread():
     """
-    The tests' tensors and models are small: one intra-op thread is as fast, and many times faster when another
-    process shares the cores (threads then wait on each other at every op).
+    The tests' tensors and models are small: one intra-op thread is as fast, and many times faster
+    when another process shares the cores (threads then wait on each other at every op).
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

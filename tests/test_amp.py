@@ -1,7 +1,8 @@
 """
-Mixed precision: under autocast the head runs in low precision while the DSLA losses are computed in float32;
-``SOLVER.AMP.ENABLED`` trains on CUDA (detectron2's AMPTrainer is CUDA-only).
+Mixed precision: under autocast the head runs in low precision while the DSLA losses are computed in
+float32; ``SOLVER.AMP.ENABLED`` trains on CUDA (detectron2's AMPTrainer is CUDA-only).
 """
+
 import json
 import math
 
@@ -12,17 +13,18 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from conftest import load_config
-
 import dsla.modeling.proposal_generator as proposal_generator
 from dsla import engine
+
+from conftest import load_config
 
 QUICKSTART = "configs/DSLA/dsla_quickstart_shapes.yaml"
 
 
 @pytest.fixture
 def loss_dtypes(monkeypatch):
-    """Records the dtypes that reach the DSLA loss functions: {name: (input dtypes..., output dtype)}."""
+    """Records the dtypes that reach the DSLA loss functions: {name: (input dtypes..., output
+    dtype)}."""
     seen = {}
 
     def recording(name, fn):
@@ -34,10 +36,14 @@ def loss_dtypes(monkeypatch):
         return wrapped
 
     monkeypatch.setattr(
-        proposal_generator, "quality_focal_loss", recording("qfl", proposal_generator.quality_focal_loss)
+        proposal_generator,
+        "quality_focal_loss",
+        recording("qfl", proposal_generator.quality_focal_loss),
     )
     monkeypatch.setattr(
-        proposal_generator, "box_regression_loss", recording("box", proposal_generator.box_regression_loss)
+        proposal_generator,
+        "box_regression_loss",
+        recording("box", proposal_generator.box_regression_loss),
     )
     return seen
 
@@ -57,7 +63,9 @@ def test_losses_are_float32_and_finite_under_cpu_bfloat16_autocast(loss_dtypes):
     torch.manual_seed(0)
     model = build_model(load_config(QUICKSTART)).train()
     head_dtypes = []
-    model.proposal_generator.head.register_forward_hook(lambda m, i, out: head_dtypes.append(out[0][0].dtype))
+    model.proposal_generator.head.register_forward_hook(
+        lambda m, i, out: head_dtypes.append(out[0][0].dtype)
+    )
 
     with EventStorage(), torch.autocast("cpu", dtype=torch.bfloat16):
         losses = model(_batch())
@@ -79,27 +87,42 @@ def test_inference_under_cpu_bfloat16_autocast_gives_finite_detections():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         instances = model([{"image": image, "height": 160, "width": 160}])[0]["instances"]
     assert len(instances) > 0
-    assert torch.isfinite(instances.pred_boxes.tensor.float()).all() and torch.isfinite(instances.scores.float()).all()
+    assert (
+        torch.isfinite(instances.pred_boxes.tensor.float()).all()
+        and torch.isfinite(instances.scores.float()).all()
+    )
 
 
 def _train_args(tmp_path, device):
-    return engine.default_argument_parser().parse_args([
-        "--config-file", QUICKSTART,
-        "MODEL.DEVICE", device,
-        "SOLVER.AMP.ENABLED", "True",
-        "SOLVER.MAX_ITER", "4",
-        "SOLVER.IMS_PER_BATCH", "4",
-        "SOLVER.WARMUP_ITERS", "1",
-        "DATALOADER.NUM_WORKERS", "0",
-        "DATASETS.TEST", "()",
-        "OUTPUT_DIR", str(tmp_path / "out"),
-    ])
+    return engine.default_argument_parser().parse_args(
+        [
+            "--config-file",
+            QUICKSTART,
+            "MODEL.DEVICE",
+            device,
+            "SOLVER.AMP.ENABLED",
+            "True",
+            "SOLVER.MAX_ITER",
+            "4",
+            "SOLVER.IMS_PER_BATCH",
+            "4",
+            "SOLVER.WARMUP_ITERS",
+            "1",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "DATASETS.TEST",
+            "()",
+            "OUTPUT_DIR",
+            str(tmp_path / "out"),
+        ]
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
 def test_amp_solver_option_needs_cuda(shapes_root, tmp_path):
-    # detectron2's AMPTrainer autocasts with torch.cuda.amp and asserts CUDA at the first step; AMP training on
-    # the CPU is not offered (the CPU test above covers the DSLA losses under CPU autocast).
+    # detectron2's AMPTrainer autocasts with torch.cuda.amp and asserts CUDA at the first step; AMP
+    # training on the CPU is not offered (the CPU test above covers the DSLA losses under CPU
+    # autocast).
     with pytest.raises(AssertionError, match="CUDA is required for AMP training"):
         engine.main(_train_args(tmp_path, "cpu"))
 
@@ -112,5 +135,7 @@ def test_amp_training_on_cuda_keeps_the_losses_in_float32(shapes_root, tmp_path,
     with open(tmp_path / "out" / "metrics.json") as f:
         metrics = [json.loads(line) for line in f]
     trained = [m for m in metrics if "loss_dsla_cls" in m]
-    assert trained and all(math.isfinite(m["loss_dsla_cls"]) and math.isfinite(m["loss_dsla_box"]) for m in trained)
+    assert trained and all(
+        math.isfinite(m["loss_dsla_cls"]) and math.isfinite(m["loss_dsla_box"]) for m in trained
+    )
     assert (tmp_path / "out" / "model_final.pth").is_file()

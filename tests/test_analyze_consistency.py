@@ -52,7 +52,19 @@ def test_plots_and_summary_from_saved_pairs(tool, tmp_path):
     output = tmp_path / "out"
 
     args = tool.argument_parser().parse_args(
-        ["--output", str(output), "--pairs", "DSLA", consistent, "--pairs", "FCOS", random, "--pairs", "one", single]
+        [
+            "--output",
+            str(output),
+            "--pairs",
+            "DSLA",
+            consistent,
+            "--pairs",
+            "FCOS",
+            random,
+            "--pairs",
+            "one",
+            single,
+        ]
     )
     tool.main(args)
 
@@ -66,7 +78,8 @@ def test_plots_and_summary_from_saved_pairs(tool, tmp_path):
     assert models["DSLA"]["pearson"] > 0.8 > abs(models["FCOS"]["pearson"])
     assert models["one"]["pearson"] is None
     assert models["one"]["num_matched_detections"] == 1
-    # Scores that follow IoU rank each object's detections better than chance; random ones about at chance.
+    # Scores that follow IoU rank each object's detections better than chance; random ones about at
+    # chance.
     assert models["DSLA"]["gt_pair_concordance"] > 0.7 > models["FCOS"]["gt_pair_concordance"] > 0.3
     assert models["one"]["gt_pair_concordance"] is None
 
@@ -77,10 +90,26 @@ def test_model_or_pairs_required(tool, tmp_path):
 
 
 def test_runs_a_model_on_a_registered_coco_dataset(tool, tmp_path):
-    config = os.path.join(os.path.dirname(TOOL), "..", "configs", "FCOS-Baseline", "fcos_R_50_FPN_1x.yaml")
+    config = os.path.join(
+        os.path.dirname(TOOL), "..", "configs", "FCOS-Baseline", "fcos_R_50_FPN_1x.yaml"
+    )
     # Untrained model: boxes one stride wide around every point, every score kept.
-    opts = ["MODEL.DEVICE", "cpu", "MODEL.FCOS.BBOX_REG_INIT_BIAS", "1.0", "MODEL.FCOS.SCORE_THRESH_TEST", "0.0"]
-    opts += ["INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "160", "DATALOADER.NUM_WORKERS", "0"]
+    opts = [
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.FCOS.BBOX_REG_INIT_BIAS",
+        "1.0",
+        "MODEL.FCOS.SCORE_THRESH_TEST",
+        "0.0",
+    ]
+    opts += [
+        "INPUT.MIN_SIZE_TEST",
+        "128",
+        "INPUT.MAX_SIZE_TEST",
+        "160",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+    ]
     cfg = get_dsla_cfg(config, opts)
     torch.manual_seed(0)
     weights = str(tmp_path / "model.pth")
@@ -93,7 +122,11 @@ def test_runs_a_model_on_a_registered_coco_dataset(tool, tmp_path):
         images.append({"id": i + 1, "file_name": f"{i}.jpg", "height": 128, "width": 160})
         box = {"bbox": [4, 4, 16, 16], "area": 256, "iscrowd": 0}
         annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 1, **box})
-    coco = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "thing"}]}
+    coco = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "thing"}],
+    }
     (tmp_path / "coco.json").write_text(json.dumps(coco))
 
     name = f"consistency_test_{uuid.uuid4().hex}"

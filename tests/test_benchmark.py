@@ -1,4 +1,5 @@
 """tools/benchmark.py in its quick mode: every part runs and reports sane numbers."""
+
 import json
 
 import pytest
@@ -41,8 +42,19 @@ def test_profile_splits_a_training_step_into_stages(report):
 
 def test_export_part_times_eager_torchscript_and_onnxruntime_and_checks_them(tmp_path):
     out = tmp_path / "export.json"
-    benchmark.main(["--quick", "--parts", "export", "--export-models", "quickstart", "--export-score-thresh", "0.0",
-                    "--output", str(out)])
+    benchmark.main(
+        [
+            "--quick",
+            "--parts",
+            "export",
+            "--export-models",
+            "quickstart",
+            "--export-score-thresh",
+            "0.0",
+            "--output",
+            str(out),
+        ]
+    )
     with open(out) as f:
         (row,) = json.load(f)["export"]
     assert row["model"] == "quickstart" and row["size"] == "128x160" and row["detections"] > 0

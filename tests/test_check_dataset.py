@@ -1,4 +1,5 @@
 """tools/check_dataset.py catches each kind of planted error."""
+
 import json
 import os
 import subprocess
@@ -6,9 +7,9 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT, write_coco_dataset
-
 from dsla.data.check import check_coco_dataset
+
+from conftest import REPO_ROOT, write_coco_dataset
 
 
 def _load(json_path):
@@ -44,7 +45,9 @@ def _plant(data, image_root):
     with open(os.path.join(image_root, data["images"][2]["file_name"]), "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n garbage")
     # An image without annotations, whose JSON width disagrees with its file.
-    data["images"].append({"id": 50, "file_name": data["images"][0]["file_name"], "height": 96, "width": 64})
+    data["images"].append(
+        {"id": 50, "file_name": data["images"][0]["file_name"], "height": 96, "width": 64}
+    )
 
 
 def test_each_planted_error_is_reported_with_its_ids(dataset):
@@ -66,13 +69,17 @@ def test_each_planted_error_is_reported_with_its_ids(dataset):
 def test_command_line_exits_nonzero_on_errors_and_prints_a_summary(dataset):
     json_path, image_root = dataset
     tool = os.path.join(REPO_ROOT, "tools", "check_dataset.py")
-    ok = subprocess.run([sys.executable, tool, json_path, image_root], capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, tool, json_path, image_root], capture_output=True, text=True
+    )
     assert ok.returncode == 0 and "0 errors" in ok.stdout
 
     data = _load(json_path)
     data["annotations"][0]["bbox"] = [0.0, 0.0, -3.0, 4.0]
     _save(json_path, data)
-    bad = subprocess.run([sys.executable, tool, json_path, image_root], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, tool, json_path, image_root], capture_output=True, text=True
+    )
     assert bad.returncode == 1
     assert "ERROR:" in bad.stdout and "empty_box: 1" in bad.stdout
 

@@ -10,7 +10,12 @@ from pycocotools.coco import COCO
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from dsla.data import clutter, synthetic
-from dsla.data.clutter import CLUTTER, CLUTTER_CLASSES, register_clutter_datasets, render_clutter_image
+from dsla.data.clutter import (
+    CLUTTER,
+    CLUTTER_CLASSES,
+    register_clutter_datasets,
+    render_clutter_image,
+)
 from dsla.data.synthetic import ensure_split, generate_split
 
 NUM_IMAGES = 8
@@ -18,13 +23,17 @@ HEIGHT, WIDTH = 256, 320
 
 
 def _generate(root, seed=3, **kwargs):
-    return generate_split(CLUTTER, str(root), "val", NUM_IMAGES, seed, show_progress=False, **kwargs)
+    return generate_split(
+        CLUTTER, str(root), "val", NUM_IMAGES, seed, show_progress=False, **kwargs
+    )
 
 
 def _files(json_file):
     """Bytes of the json and the images of a split."""
     root = os.path.dirname(os.path.dirname(json_file))
-    paths = [json_file] + [os.path.join(root, "val", name) for name in sorted(os.listdir(os.path.join(root, "val")))]
+    paths = [json_file] + [
+        os.path.join(root, "val", name) for name in sorted(os.listdir(os.path.join(root, "val")))
+    ]
     out = []
     for path in paths:
         with open(path, "rb") as f:
@@ -34,7 +43,12 @@ def _files(json_file):
 
 def _box_of(mask):
     ys, xs = np.nonzero(mask)
-    return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+    return [
+        float(xs.min()),
+        float(ys.min()),
+        float(xs.max() - xs.min() + 1),
+        float(ys.max() - ys.min() + 1),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -103,16 +117,20 @@ def test_annotations_are_the_visible_objects_and_never_the_distractors(val_json)
 
 
 def test_objects_are_painted_exactly_over_their_visible_masks(monkeypatch):
-    # Each painted layer gets its own colour code, far apart compared to the pixel noise, so that each pixel tells
-    # which object or distractor (or the background, code 0) was painted there.
+    # Each painted layer gets its own colour code, far apart compared to the pixel noise, so that
+    # each pixel tells which object or distractor (or the background, code 0) was painted there.
     painted = []
 
     def code_texture(rng, colour, xx, yy, size):
         painted.append(None)
         k = len(painted)
-        return np.broadcast_to(np.array([k % 6, k // 6 % 6, k // 36], dtype=np.float32) * 40, xx.shape + (3,))
+        return np.broadcast_to(
+            np.array([k % 6, k // 6 % 6, k // 36], dtype=np.float32) * 40, xx.shape + (3,)
+        )
 
-    monkeypatch.setattr(clutter, "_clutter_background", lambda rng, xx, yy: np.zeros(xx.shape + (3,), np.float32))
+    monkeypatch.setattr(
+        clutter, "_clutter_background", lambda rng, xx, yy: np.zeros(xx.shape + (3,), np.float32)
+    )
     monkeypatch.setattr(synthetic, "texture", code_texture)
     for i in range(6):
         painted.clear()
@@ -152,7 +170,10 @@ def test_sizes_aspect_ratios_and_crowding_span_the_designed_ranges(rendered):
             boxes.append(_box_of(obj["mask"]))
             categories.append(obj["category"])
         # Crowding: objects of one class whose unoccluded shapes touch or overlap.
-        grown = [cv2.dilate(obj["full_mask"].astype(np.uint8), np.ones((3, 3), np.uint8)) > 0 for obj in annotated]
+        grown = [
+            cv2.dilate(obj["full_mask"].astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+            for obj in annotated
+        ]
         num_touching += sum(
             a["category"] == b["category"] and (ga & b["full_mask"]).any()
             for i, (a, ga) in enumerate(zip(annotated, grown))
@@ -168,7 +189,11 @@ def test_sizes_aspect_ratios_and_crowding_span_the_designed_ranges(rendered):
     assert (aspect >= 4).sum() >= 3 and (aspect <= 1 / 4).sum() >= 3
     assert ((aspect >= 2) | (aspect <= 0.5)).mean() > 0.2
     areas = boxes[:, 2] * boxes[:, 3]
-    assert (areas < 32**2).any() and ((areas >= 32**2) & (areas < 96**2)).any() and (areas >= 96**2).any()
+    assert (
+        (areas < 32**2).any()
+        and ((areas >= 32**2) & (areas < 96**2)).any()
+        and (areas >= 96**2).any()
+    )
     assert max(counts) >= 20 and min(counts) <= 5
     assert num_touching >= 50
 
@@ -180,7 +205,9 @@ def test_cache_is_reused_and_regenerated_when_arguments_change(tmp_path, monkeyp
         ref_json = f.read()
     generated = []
     real_generate = synthetic.generate_split
-    monkeypatch.setattr(synthetic, "generate_split", lambda *a, **k: generated.append(k) or real_generate(*a, **k))
+    monkeypatch.setattr(
+        synthetic, "generate_split", lambda *a, **k: generated.append(k) or real_generate(*a, **k)
+    )
 
     ensure_split(CLUTTER, root, "val", 3, seed=5)
     assert generated == []
@@ -195,7 +222,9 @@ def test_cache_is_reused_and_regenerated_when_arguments_change(tmp_path, monkeyp
     assert len(generated) == 3
 
 
-def test_registration_reads_small_split_sizes_from_the_environment(tmp_path, monkeypatch, restore_registration):
+def test_registration_reads_small_split_sizes_from_the_environment(
+    tmp_path, monkeypatch, restore_registration
+):
     assert {"clutter_train", "clutter_val"} <= set(DatasetCatalog.list())
     monkeypatch.setenv("DSLA_CLUTTER_ROOT", str(tmp_path / "env_root"))
     monkeypatch.setenv("DSLA_CLUTTER_NUM_TRAIN", "2")
@@ -220,6 +249,8 @@ def test_registration_reads_small_split_sizes_from_the_environment(tmp_path, mon
 
 
 def test_command_line_writes_a_split(tmp_path):
-    json_file = clutter.main(["--root", str(tmp_path), "--split", "mini", "--num-images", "2", "--seed", "9"])
+    json_file = clutter.main(
+        ["--root", str(tmp_path), "--split", "mini", "--num-images", "2", "--seed", "9"]
+    )
     assert len(COCO(json_file).imgs) == 2
     assert sorted(os.listdir(tmp_path / "mini")) == ["000000.png", "000001.png"]

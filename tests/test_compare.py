@@ -1,4 +1,5 @@
 """tools/compare.py (make compare) end to end on a tiny copy of the shapes dataset."""
+
 import json
 import os
 import runpy
@@ -9,15 +10,31 @@ from conftest import REPO_ROOT, shapes_env
 
 
 def test_trains_both_detectors_and_writes_ap_consistency_and_plots(shapes_root, monkeypatch):
-    # The consistency analysis runs as a script in a process of its own, on the same small shapes dataset.
+    # The consistency analysis runs as a script in a process of its own, on the same small shapes
+    # dataset.
     for key, value in shapes_env(shapes_root).items():
         if key.startswith("DSLA_"):
             monkeypatch.setenv(key, value)
     out = shapes_root / "compare"
     summary = runpy.run_path(os.path.join(REPO_ROOT, "tools", "compare.py"))["main"](
-        ["--output", str(out), "--device", "cpu", "SOLVER.MAX_ITER", "6", "SOLVER.IMS_PER_BATCH", "4",
-         "SOLVER.WARMUP_ITERS", "2", "DATALOADER.NUM_WORKERS", "0", "MODEL.DSLA.SCORE_THRESH_TEST", "0.0",
-         "MODEL.FCOS.SCORE_THRESH_TEST", "0.0"]
+        [
+            "--output",
+            str(out),
+            "--device",
+            "cpu",
+            "SOLVER.MAX_ITER",
+            "6",
+            "SOLVER.IMS_PER_BATCH",
+            "4",
+            "SOLVER.WARMUP_ITERS",
+            "2",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "MODEL.DSLA.SCORE_THRESH_TEST",
+            "0.0",
+            "MODEL.FCOS.SCORE_THRESH_TEST",
+            "0.0",
+        ]
     )
     assert set(summary) == {"DSLA", "DSLA-COCO-ranges", "FCOS"}
     for name in ("dsla", "dsla-coco-ranges", "fcos"):

@@ -1,10 +1,12 @@
 """
-tools/convert_mmdet_checkpoint.py and dsla.checkpoint: the authors' mmdetection checkpoints into the DSLA models.
+tools/convert_mmdet_checkpoint.py and dsla.checkpoint: the authors' mmdetection checkpoints into the
+DSLA models.
 
-The checkpoints are built here under mmdetection's names and shapes (ResNet/ResNeXt, Swin, FPN, the FCOS-style
-head), with random values; numerical checks compare the converted modules with computations written from the
-mmdetection modules' definitions.
+The checkpoints are built here under mmdetection's names and shapes (ResNet/ResNeXt, Swin, FPN, the
+FCOS-style head), with random values; numerical checks compare the converted modules with
+computations written from the mmdetection modules' definitions.
 """
+
 import importlib.util
 import os
 import re
@@ -17,8 +19,9 @@ from torchvision.ops import deform_conv2d
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from conftest import REPO_ROOT, load_config
 from dsla.checkpoint import convert_mmdet_state_dict
+
+from conftest import REPO_ROOT, load_config
 
 R101_DCN = "configs/DSLA/dsla_R_101_DCN_FPN_ms_2x.yaml"
 X101_DCN = "configs/DSLA/dsla_X_101_64x4d_DCN_FPN_ms_2x.yaml"
@@ -101,8 +104,15 @@ def mmdet_swin(sd, depths=(2, 2, 6, 2), heads=(3, 6, 12, 24), dim=96, window=7):
             for norm in ("norm1", "norm2"):
                 sd.tensor(f"{p}.{norm}.weight", d)
                 sd.tensor(f"{p}.{norm}.bias", d)
-            sd.tensor(f"{p}.attn.w_msa.relative_position_bias_table", (2 * window - 1) ** 2, num_heads, std=0.02)
-            sd[f"{p}.attn.w_msa.relative_position_index"] = torch.zeros(window**2, window**2, dtype=torch.long)
+            sd.tensor(
+                f"{p}.attn.w_msa.relative_position_bias_table",
+                (2 * window - 1) ** 2,
+                num_heads,
+                std=0.02,
+            )
+            sd[f"{p}.attn.w_msa.relative_position_index"] = torch.zeros(
+                window**2, window**2, dtype=torch.long
+            )
             for name, out_features, in_features in [
                 ("attn.w_msa.qkv", 3 * d, d),
                 ("attn.w_msa.proj", d, d),
@@ -145,7 +155,14 @@ def mmdet_fpn_and_head(sd, in_channels, conv_bias=True, dcn_on_last_conv=True, n
 def _convert(tmp_path, state_dict, config, opts, *extra_args):
     source, output = tmp_path / "mmdet.pth", tmp_path / "converted.pth"
     torch.save({"meta": {"mmdet_version": "2.25.0"}, "state_dict": dict(state_dict)}, source)
-    args = [str(source), str(output), "--config", os.path.join(REPO_ROOT, config), *extra_args, *map(str, opts)]
+    args = [
+        str(source),
+        str(output),
+        "--config",
+        os.path.join(REPO_ROOT, config),
+        *extra_args,
+        *map(str, opts),
+    ]
     return convert_tool.main(args), output
 
 
@@ -161,7 +178,9 @@ def _load_converted(config, opts, output):
 def r101_dcn(tmp_path_factory):
     sd = _StateDict()
     mmdet_fpn_and_head(sd, mmdet_resnet(sd))
-    returncode, output = _convert(tmp_path_factory.mktemp("r101"), sd, R101_DCN, RESNET_OPTS, "--strict")
+    returncode, output = _convert(
+        tmp_path_factory.mktemp("r101"), sd, R101_DCN, RESNET_OPTS, "--strict"
+    )
     assert returncode == 0
     return sd, _load_converted(R101_DCN, RESNET_OPTS, output)
 
@@ -182,17 +201,28 @@ def test_resnet_dcn_checkpoint_loads_with_every_key_in_place(r101_dcn):
 
 
 def _reference_head(sd, features, strides):
-    """The mmdetection head (FCOSHead without centerness, norm_on_bbox) written out from the checkpoint."""
+    """The mmdetection head (FCOSHead without centerness, norm_on_bbox) written out from the
+    checkpoint."""
 
     def tower(name, x):
         for i in range(4):
             p = f"bbox_head.{name}.{i}.conv"
             if f"{p}.conv_offset.weight" in sd:
-                # mmcv's ModulatedDeformConv2dPack: chunk into (o1, o2, mask), offsets cat(o1, o2), sigmoid mask.
-                offset_mask = F.conv2d(x, sd[f"{p}.conv_offset.weight"], sd[f"{p}.conv_offset.bias"], padding=1)
+                # mmcv's ModulatedDeformConv2dPack: chunk into (o1, o2, mask), offsets cat(o1, o2),
+                # sigmoid mask.
+                offset_mask = F.conv2d(
+                    x, sd[f"{p}.conv_offset.weight"], sd[f"{p}.conv_offset.bias"], padding=1
+                )
                 o1, o2, mask = torch.chunk(offset_mask, 3, dim=1)
                 offset = torch.cat([o1, o2], dim=1)
-                x = deform_conv2d(x, offset, sd[f"{p}.weight"], sd.get(f"{p}.bias"), padding=1, mask=mask.sigmoid())
+                x = deform_conv2d(
+                    x,
+                    offset,
+                    sd[f"{p}.weight"],
+                    sd.get(f"{p}.bias"),
+                    padding=1,
+                    mask=mask.sigmoid(),
+                )
             else:
                 x = F.conv2d(x, sd[f"{p}.weight"], sd.get(f"{p}.bias"), padding=1)
             gn = f"bbox_head.{name}.{i}.gn"
@@ -215,7 +245,10 @@ def test_converted_head_computes_what_the_mmdetection_head_computes(r101_dcn):
     head = model.proposal_generator.head
     gen = torch.Generator().manual_seed(1)
     strides = [8, 16, 32, 64, 128]
-    features = [torch.randn(1, 256, h, w, generator=gen) for h, w in [(10, 12), (5, 6), (3, 3), (2, 2), (1, 1)]]
+    features = [
+        torch.randn(1, 256, h, w, generator=gen)
+        for h, w in [(10, 12), (5, 6), (3, 3), (2, 2), (1, 1)]
+    ]
     with torch.no_grad():
         logits, distances = head(features)
         expected_logits, expected_distances = _reference_head(sd, features, strides)
@@ -230,7 +263,11 @@ def test_converted_deformable_bottleneck_computes_what_the_mmdetection_block_com
 
     def bn(x, name):
         return F.batch_norm(
-            x, sd[f"{name}.running_mean"], sd[f"{name}.running_var"], sd[f"{name}.weight"], sd[f"{name}.bias"]
+            x,
+            sd[f"{name}.running_mean"],
+            sd[f"{name}.running_var"],
+            sd[f"{name}.weight"],
+            sd[f"{name}.bias"],
         )
 
     x = torch.randn(1, 256, 12, 14, generator=torch.Generator().manual_seed(2))
@@ -243,7 +280,9 @@ def test_converted_deformable_bottleneck_computes_what_the_mmdetection_block_com
         out = bn(F.conv2d(out, sd[f"{p}.conv3.weight"]), f"{p}.bn3")
         shortcut = bn(F.conv2d(x, sd[f"{p}.downsample.0.weight"], stride=2), f"{p}.downsample.1")
         expected = F.relu(out + shortcut)
-        torch.testing.assert_close(model.backbone.bottom_up.res3[0](x), expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            model.backbone.bottom_up.res3[0](x), expected, rtol=1e-4, atol=1e-4
+        )
 
 
 @pytest.mark.parametrize(
@@ -253,7 +292,9 @@ def test_converted_deformable_bottleneck_computes_what_the_mmdetection_block_com
         (R50, dict(dcn_stages=(False,) * 4), dict(conv_bias=False, dcn_on_last_conv=False)),
     ],
 )
-def test_other_resnet_models_convert_without_unmatched_or_missing_keys(tmp_path, config, backbone_kwargs, head_kwargs):
+def test_other_resnet_models_convert_without_unmatched_or_missing_keys(
+    tmp_path, config, backbone_kwargs, head_kwargs
+):
     sd = _StateDict()
     mmdet_fpn_and_head(sd, mmdet_resnet(sd, **backbone_kwargs), **head_kwargs)
     returncode, output = _convert(tmp_path, sd, config, RESNET_OPTS, "--strict")
@@ -265,7 +306,9 @@ def test_other_resnet_models_convert_without_unmatched_or_missing_keys(tmp_path,
 def swin_model(tmp_path_factory):
     sd = _StateDict()
     mmdet_fpn_and_head(sd, mmdet_swin(sd))
-    returncode, output = _convert(tmp_path_factory.mktemp("swin"), sd, SWIN_S, SWIN_OPTS, "--strict")
+    returncode, output = _convert(
+        tmp_path_factory.mktemp("swin"), sd, SWIN_S, SWIN_OPTS, "--strict"
+    )
     assert returncode == 0
     return sd, _load_converted(SWIN_S, SWIN_OPTS, output)
 
@@ -276,7 +319,10 @@ def test_swin_checkpoint_loads_with_every_key_in_place(swin_model):
     block = "backbone.stages.3.blocks.1.attn.w_msa"
     for ours, key in [
         (swin.layers[2].blocks[5].attn.qkv.bias, "backbone.stages.2.blocks.5.attn.w_msa.qkv.bias"),
-        (swin.layers[3].blocks[1].attn.relative_position_bias_table, f"{block}.relative_position_bias_table"),
+        (
+            swin.layers[3].blocks[1].attn.relative_position_bias_table,
+            f"{block}.relative_position_bias_table",
+        ),
         (swin.layers[1].blocks[0].mlp.fc2.weight, "backbone.stages.1.blocks.0.ffn.layers.1.weight"),
         (swin.patch_embed.proj.weight, "backbone.patch_embed.projection.weight"),
         (swin.out_norms["stage4"].bias, "backbone.norm3.bias"),
@@ -290,11 +336,14 @@ def test_swin_patch_merging_computes_what_mmdetections_unfold_merging_computes(s
     p = "backbone.stages.1.downsample"  # 192 -> 384 channels, before stage 3
     x = torch.randn(2, 6, 10, 192, generator=torch.Generator().manual_seed(3))  # [N, H, W, C]
     with torch.no_grad():
-        # mmdetection: nn.Unfold(2, stride=2) on NCHW, channels ordered (c, dh, dw), then norm and reduction.
+        # mmdetection: nn.Unfold(2, stride=2) on NCHW, channels ordered (c, dh, dw), then norm and
+        # reduction.
         merged = F.unfold(x.permute(0, 3, 1, 2), kernel_size=2, stride=2).transpose(1, 2)
         merged = F.layer_norm(merged, (4 * 192,), sd[f"{p}.norm.weight"], sd[f"{p}.norm.bias"])
         expected = (merged @ sd[f"{p}.reduction.weight"].T).reshape(2, 3, 5, 384)
-        torch.testing.assert_close(model.backbone.bottom_up.layers[2].downsample(x), expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            model.backbone.bottom_up.layers[2].downsample(x), expected, rtol=1e-4, atol=1e-4
+        )
 
 
 def test_official_swin_names_convert_too(swin_model):
@@ -334,10 +383,11 @@ def test_every_unmatched_key_is_reported_and_strict_refuses_to_write(tmp_path):
 
 
 def test_a_bare_imagenet_backbone_converts_into_the_backbone():
-    # torchvision's / mmdetection's ImageNet ResNets: the ResNet names without the "backbone." prefix.
+    # torchvision's / mmdetection's ImageNet ResNets: the ResNet names without the "backbone."
+    # prefix.
     sd = _StateDict()
     mmdet_resnet(sd, dcn_stages=(False,) * 4)
-    bare = {k[len("backbone."):]: v for k, v in sd.items()}
+    bare = {k[len("backbone.") :]: v for k, v in sd.items()}
     bare["fc.weight"] = torch.zeros(1000, 2048)
     target = build_model(load_config(R50, RESNET_OPTS)).state_dict()
     conversion = convert_mmdet_state_dict(bare, target)

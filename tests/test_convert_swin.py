@@ -1,7 +1,9 @@
 """
-dsla.checkpoint.convert_swin and tools/convert_swin_checkpoint.py: ImageNet Swin checkpoints (official release or
-timm) become a MODEL.WEIGHTS file that DetectionCheckpointer loads into the Swin detector.
+dsla.checkpoint.convert_swin and tools/convert_swin_checkpoint.py: ImageNet Swin checkpoints
+(official release or timm) become a MODEL.WEIGHTS file that DetectionCheckpointer loads into the
+Swin detector.
 """
+
 import re
 
 import pytest
@@ -12,9 +14,10 @@ from safetensors.torch import save_file
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from conftest import load_config
 from dsla.checkpoint.convert_swin import convert_swin_state_dict
 from tools import convert_swin_checkpoint
+
+from conftest import load_config
 
 # Swin-T: Swin-S's layout with fewer blocks in stage 3, faster to build.
 TINY = "swin_tiny_patch4_window7_224"
@@ -31,8 +34,8 @@ def imagenet_swin():
 
 def _timm_to_official(state_dict):
     """
-    timm's names -> the official release's: patch merging at the end of the previous stage, classifier ``head``,
-    and the buffers the official checkpoints carry.
+    timm's names -> the official release's: patch merging at the end of the previous stage,
+    classifier ``head``, and the buffers the official checkpoints carry.
     """
     out = {}
     for k, v in state_dict.items():
@@ -67,7 +70,9 @@ def test_imagenet_checkpoint_loads_through_model_weights_into_the_whole_trunk(
         save_file(imagenet_swin, source)
     else:
         source = tmp_path / "pytorch_model.bin"
-        torch.save(imagenet_swin if layout == "timm" else _timm_features_only(imagenet_swin), source)
+        torch.save(
+            imagenet_swin if layout == "timm" else _timm_features_only(imagenet_swin), source
+        )
     assert convert_swin_checkpoint.main([str(source), str(path)]) == 0
 
     with torch.no_grad():
@@ -77,11 +82,12 @@ def test_imagenet_checkpoint_loads_through_model_weights_into_the_whole_trunk(
     loaded = torch.load(path)["model"]
     ours = detector.state_dict()
     trunk = {k for k in ours if k.startswith("backbone.bottom_up.") and ".out_norms." not in k}
-    # Every parameter of the trunk comes from the file, and everything in the file has its place. Official
-    # checkpoints merge patches at the end of stage i, timm (the reference here) at the start of stage i + 1.
+    # Every parameter of the trunk comes from the file, and everything in the file has its place.
+    # Official checkpoints merge patches at the end of stage i, timm (the reference here) at the
+    # start of stage i + 1.
     assert set(loaded) == trunk
     for key in trunk:
-        timm_key = key[len("backbone.bottom_up."):]
+        timm_key = key[len("backbone.bottom_up.") :]
         torch.testing.assert_close(ours[key], imagenet_swin[timm_key], msg=key, rtol=0, atol=0)
 
 

@@ -1,4 +1,5 @@
 """Data loading errors that name the image, the class-count check, and --register-coco."""
+
 import os
 
 import numpy as np
@@ -6,9 +7,9 @@ import pytest
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from conftest import load_config, write_coco_dataset
-
 from dsla.data import DSLADatasetMapper, check_num_classes, dataset_classes, register_coco_datasets
+
+from conftest import load_config, write_coco_dataset
 
 QUICKSTART = "configs/DSLA/dsla_quickstart_shapes.yaml"
 

@@ -1,6 +1,9 @@
-"""dsla.layers: deformable convolutions through torchvision, as the authors' DCNv1 (backbone) and DCNv2 (head)."""
+"""dsla.layers: deformable convolutions through torchvision, as the authors' DCNv1 (backbone) and
+DCNv2 (head)."""
+
 import subprocess
 import sys
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -11,16 +14,21 @@ from dsla.layers import DeformConv2d, ModulatedDeformConv2d
 @pytest.mark.parametrize("stride,dilation,groups", [(1, 1, 1), (2, 1, 2), (1, 2, 4)])
 def test_dcnv1_equals_plain_conv_at_zero_offsets(stride, dilation, groups):
     torch.manual_seed(0)
-    conv = DeformConv2d(8, 12, 3, stride=stride, padding=dilation, dilation=dilation, groups=groups, bias=True)
+    conv = DeformConv2d(
+        8, 12, 3, stride=stride, padding=dilation, dilation=dilation, groups=groups, bias=True
+    )
     torch.nn.init.normal_(conv.bias)
     x = torch.randn(2, 8, 11, 14)
-    expected = F.conv2d(x, conv.weight, conv.bias, stride=stride, padding=dilation, dilation=dilation, groups=groups)
+    expected = F.conv2d(
+        x, conv.weight, conv.bias, stride=stride, padding=dilation, dilation=dilation, groups=groups
+    )
     assert conv.conv_offset.out_channels == 18
     torch.testing.assert_close(conv(x), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_dcnv2_at_init_is_half_the_conv_plus_an_unmasked_bias():
-    # The mask sigmoid(0) = 0.5 scales the sampled inputs; torchvision (like mmcv) adds the bias after that.
+    # The mask sigmoid(0) = 0.5 scales the sampled inputs; torchvision (like mmcv) adds the bias
+    # after that.
     torch.manual_seed(0)
     conv = ModulatedDeformConv2d(8, 6, 3, padding=1, bias=True)
     torch.nn.init.normal_(conv.bias)
@@ -62,7 +70,8 @@ def test_gradients_reach_the_weight_and_the_offset_conv(modulated):
 
 @pytest.mark.parametrize("modulated", [False, True])
 def test_non_finite_input_reaches_the_output_instead_of_crashing_the_process(modulated):
-    # torchvision's CPU kernel segfaults on NaN offsets; run in a child so that a crash fails this test only.
+    # torchvision's CPU kernel segfaults on NaN offsets; run in a child so that a crash fails this
+    # test only.
     code = (
         "import torch; from dsla.layers import DeformConv2d, ModulatedDeformConv2d\n"
         f"conv = (ModulatedDeformConv2d if {modulated} else DeformConv2d)(4, 4, 3, padding=1)\n"
@@ -71,5 +80,7 @@ def test_non_finite_input_reaches_the_output_instead_of_crashing_the_process(mod
         "y = conv(x)\n"
         "assert not torch.isfinite(y).all(), 'the non-finite input must stay visible'\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]

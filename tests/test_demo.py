@@ -1,4 +1,5 @@
 """demo.py on a COCO-format dataset given with --register-coco."""
+
 import logging
 import os
 import runpy
@@ -22,7 +23,8 @@ def demo_main():
 
 @pytest.fixture
 def dsla_warnings(caplog):
-    """Warnings of the "dsla" loggers, which detectron2's setup_logger keeps from propagating to the root."""
+    """Warnings of the "dsla" loggers, which detectron2's setup_logger keeps from propagating to the
+    root."""
     logger = logging.getLogger("dsla")
     logger.addHandler(caplog.handler)
     yield lambda: [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -33,11 +35,31 @@ def test_class_names_of_a_registered_coco_dataset_reach_the_visualizer(tmp_path,
     json_path, image_root = write_coco_dataset(str(tmp_path), num_images=1, num_classes=2)
     out = tmp_path / "out.png"
     demo_main(
-        ["--config-file", QUICKSTART, "--input", os.path.join(image_root, "0001.png"),
-         "--output", str(out), "--register-coco", "demo_tiny", json_path, image_root, "--dataset", "demo_tiny",
-         "--confidence-threshold", "0.0",
-         "--opts", "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.DSLA.NUM_CLASSES", "2",
-         "MODEL.DSLA.SCORE_THRESH_TEST", "0.0"]
+        [
+            "--config-file",
+            QUICKSTART,
+            "--input",
+            os.path.join(image_root, "0001.png"),
+            "--output",
+            str(out),
+            "--register-coco",
+            "demo_tiny",
+            json_path,
+            image_root,
+            "--dataset",
+            "demo_tiny",
+            "--confidence-threshold",
+            "0.0",
+            "--opts",
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.WEIGHTS",
+            "",
+            "MODEL.DSLA.NUM_CLASSES",
+            "2",
+            "MODEL.DSLA.SCORE_THRESH_TEST",
+            "0.0",
+        ]
     )
     # Without the names, detectron2's Visualizer would label the boxes with class ids.
     assert MetadataCatalog.get("demo_tiny").thing_classes == ["class1", "class2"]
@@ -51,8 +73,21 @@ def test_random_weights_and_a_missing_gpu_are_warned_about_and_the_demo_runs_on_
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     _, image_root = write_coco_dataset(str(tmp_path), num_images=1)
     out = tmp_path / "out.png"
-    demo_main(["--config-file", QUICKSTART, "--input", os.path.join(image_root, "0001.png"), "--output", str(out),
-               "--opts", "MODEL.DEVICE", "cuda", "MODEL.WEIGHTS", ""])
+    demo_main(
+        [
+            "--config-file",
+            QUICKSTART,
+            "--input",
+            os.path.join(image_root, "0001.png"),
+            "--output",
+            str(out),
+            "--opts",
+            "MODEL.DEVICE",
+            "cuda",
+            "MODEL.WEIGHTS",
+            "",
+        ]
+    )
     assert out.is_file()
     warnings = dsla_warnings()
     assert len(warnings) == 2, warnings
@@ -64,13 +99,34 @@ def test_trained_weights_give_no_random_weights_warning(tmp_path, demo_main, dsl
     weights = tmp_path / "model.pth"
     torch.save({"model": {}}, weights)
     _, image_root = write_coco_dataset(str(tmp_path), num_images=1)
-    demo_main(["--config-file", QUICKSTART, "--input", os.path.join(image_root, "0001.png"),
-               "--opts", "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(weights)])
+    demo_main(
+        [
+            "--config-file",
+            QUICKSTART,
+            "--input",
+            os.path.join(image_root, "0001.png"),
+            "--opts",
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.WEIGHTS",
+            str(weights),
+        ]
+    )
     assert not any("random weights" in w for w in dsla_warnings())
 
 
 def test_require_gpu_makes_a_missing_gpu_an_error(tmp_path, demo_main, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(RuntimeError, match="--require-gpu was given, but CUDA is not available"):
-        demo_main(["--config-file", QUICKSTART, "--input", str(tmp_path), "--require-gpu",
-                   "--opts", "MODEL.DEVICE", "cuda"])
+        demo_main(
+            [
+                "--config-file",
+                QUICKSTART,
+                "--input",
+                str(tmp_path),
+                "--require-gpu",
+                "--opts",
+                "MODEL.DEVICE",
+                "cuda",
+            ]
+        )

@@ -1,7 +1,9 @@
 """
-A config that asks for CUDA runs on the CPU when no GPU is available, with one warning; ``--require-gpu`` makes
-a missing GPU an error instead. The GPU is hidden from the training process, so this also holds on a GPU machine.
+A config that asks for CUDA runs on the CPU when no GPU is available, with one warning;
+``--require-gpu`` makes a missing GPU an error instead. The GPU is hidden from the training process,
+so this also holds on a GPU machine.
 """
+
 import os
 import subprocess
 import sys
@@ -9,11 +11,10 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO_ROOT, shapes_env
-
-from dsla import get_dsla_cfg
-from dsla import engine
+from dsla import engine, get_dsla_cfg
 from dsla.engine import resolve_device
+
+from conftest import REPO_ROOT, shapes_env
 
 QUICKSTART = os.path.join(REPO_ROOT, "configs/DSLA/dsla_quickstart_shapes.yaml")
 NO_CUDA = "CUDA is not available"
@@ -47,17 +48,29 @@ def test_cuda_device_is_kept_when_cuda_is_available(monkeypatch):
 def _train_net(shapes_root, out, *extra):
     env = {**shapes_env(shapes_root), "CUDA_VISIBLE_DEVICES": ""}
     command = [
-        sys.executable, os.path.join(REPO_ROOT, "train_net.py"), *extra,
-        "--config-file", QUICKSTART,
-        "MODEL.DEVICE", "cuda",
-        "SOLVER.MAX_ITER", "2",
-        "SOLVER.IMS_PER_BATCH", "2",
-        "SOLVER.WARMUP_ITERS", "1",
-        "DATALOADER.NUM_WORKERS", "0",
-        "DATASETS.TEST", "()",
-        "OUTPUT_DIR", str(out),
+        sys.executable,
+        os.path.join(REPO_ROOT, "train_net.py"),
+        *extra,
+        "--config-file",
+        QUICKSTART,
+        "MODEL.DEVICE",
+        "cuda",
+        "SOLVER.MAX_ITER",
+        "2",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.WARMUP_ITERS",
+        "1",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "DATASETS.TEST",
+        "()",
+        "OUTPUT_DIR",
+        str(out),
     ]
-    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_train_net_trains_a_cuda_config_on_the_cpu_without_a_gpu(shapes_root, tmp_path):
@@ -71,20 +84,39 @@ def test_train_net_trains_a_cuda_config_on_the_cpu_without_a_gpu(shapes_root, tm
 
 def test_train_net_with_require_gpu_fails_clearly_without_a_gpu(no_cuda, shapes_root, tmp_path):
     args = engine.default_argument_parser().parse_args(
-        ["--require-gpu", "--config-file", QUICKSTART, "MODEL.DEVICE", "cuda", "OUTPUT_DIR", str(tmp_path)]
+        [
+            "--require-gpu",
+            "--config-file",
+            QUICKSTART,
+            "MODEL.DEVICE",
+            "cuda",
+            "OUTPUT_DIR",
+            str(tmp_path),
+        ]
     )
-    with pytest.raises(RuntimeError, match=f"asks for device 'cuda' and --require-gpu was given, but {NO_CUDA}"):
+    with pytest.raises(
+        RuntimeError, match=f"asks for device 'cuda' and --require-gpu was given, but {NO_CUDA}"
+    ):
         engine.main(args)
     assert not (tmp_path / "last_checkpoint").exists()
 
 
 def test_lazyconfig_keeps_the_configs_device_until_it_runs(no_cuda, shapes_root, tmp_path):
-    # The quick start asks for detectron2's default device, cuda. Loading its LazyConfig must not resolve that
-    # already, or --require-gpu could not see the request.
+    # The quick start asks for detectron2's default device, cuda. Loading its LazyConfig must not
+    # resolve that already, or --require-gpu could not see the request.
     lazy = os.path.join(REPO_ROOT, "configs/DSLA/dsla_quickstart_shapes.py")
     args = engine.default_argument_parser().parse_args(
-        ["--require-gpu", "--config-file", lazy, "train.max_iter=1", "train.eval_period=0", f"train.output_dir={tmp_path}"]
+        [
+            "--require-gpu",
+            "--config-file",
+            lazy,
+            "train.max_iter=1",
+            "train.eval_period=0",
+            f"train.output_dir={tmp_path}",
+        ]
     )
-    with pytest.raises(RuntimeError, match=f"asks for device 'cuda' and --require-gpu was given, but {NO_CUDA}"):
+    with pytest.raises(
+        RuntimeError, match=f"asks for device 'cuda' and --require-gpu was given, but {NO_CUDA}"
+    ):
         engine.main(args)
     assert not (tmp_path / "last_checkpoint").exists()

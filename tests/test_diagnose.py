@@ -1,4 +1,6 @@
-"""dsla.analysis and tools/diagnose.py: per-GT positives and label mass, candidate selection, recall, the CLI."""
+"""dsla.analysis and tools/diagnose.py: per-GT positives and label mass, candidate selection,
+recall, the CLI."""
+
 import importlib.util
 import json
 import math
@@ -21,8 +23,8 @@ from conftest import REPO_ROOT, load_config
 DSLA_CONFIG = "configs/DSLA/dsla_quickstart_shapes.yaml"
 FCOS_CONFIG = "configs/FCOS-Baseline/fcos_quickstart_shapes.yaml"
 
-# Three disjoint boxes on a 64x64 input: A and B cover points of several levels; C lies strictly between the
-# points of every level (multiples of 8 with offset 0), so it can have no positive.
+# Three disjoint boxes on a 64x64 input: A and B cover points of several levels; C lies strictly
+# between the points of every level (multiples of 8 with offset 0), so it can have no positive.
 GT_BOXES = [[4.0, 4.0, 30.0, 28.0], [34.0, 2.0, 62.0, 46.0], [1.0, 50.0, 4.0, 53.0]]
 GT_CLASSES = [0, 1, 2]
 SCORE_LOGIT = 0.4
@@ -31,11 +33,15 @@ SCORE_LOGIT = 0.4
 @pytest.fixture(scope="module")
 def dsla_model():
     torch.manual_seed(0)
-    # The assignment these cases were worked out for, whatever the quick start ships: COCO's ranges divided by 4,
-    # points at offset 0, no center sampling.
+    # The assignment these cases were worked out for, whatever the quick start ships: COCO's ranges
+    # divided by 4, points at offset 0, no center sampling.
     opts = [
-        "MODEL.DSLA.REGRESS_RANGES", "[[0, 16], [16, 32], [32, 64], [64, 128], [128, 100000]]",
-        "MODEL.DSLA.POINT_OFFSET", "0.0", "MODEL.DSLA.CENTER_SAMPLING_RADIUS", "0.0",
+        "MODEL.DSLA.REGRESS_RANGES",
+        "[[0, 16], [16, 32], [32, 64], [64, 128], [128, 100000]]",
+        "MODEL.DSLA.POINT_OFFSET",
+        "0.0",
+        "MODEL.DSLA.CENTER_SAMPLING_RADIUS",
+        "0.0",
     ]
     model = build_model(load_config(DSLA_CONFIG, opts))
     return model.eval()
@@ -54,8 +60,14 @@ def _static_labels(pg, points, boxes, classes):
     strides = torch.cat([torch.full((len(p),), float(s)) for p, s in zip(points, pg.strides)])
     ranges = torch.cat([pg.regress_ranges[i].expand(len(p), 2) for i, p in enumerate(points)])
     return smooth_label_targets(
-        torch.cat(points), strides, ranges, torch.tensor(boxes), torch.tensor(classes), pg.num_classes,
-        relaxation=pg.interval_relaxation, core_zone=pg.core_zone,
+        torch.cat(points),
+        strides,
+        ranges,
+        torch.tensor(boxes),
+        torch.tensor(classes),
+        pg.num_classes,
+        relaxation=pg.interval_relaxation,
+        core_zone=pg.core_zone,
     )
 
 
@@ -65,8 +77,9 @@ def test_positives_and_label_mass_per_gt_equal_smooth_label_targets(dsla_model, 
     seen = {}
 
     def predict_known_boxes(features):
-        # Distances: the exact targets for the points of box A (IoU 1), half of them for box B (a box around the
-        # same point with every side halved lies inside the target: IoU 1/4); a constant logit for every class.
+        # Distances: the exact targets for the points of box A (IoU 1), half of them for box B (a
+        # box around the same point with every side halved lies inside the target: IoU 1/4); a
+        # constant logit for every class.
         points, logits, _ = predict(features)
         _, classes, targets = _static_labels(pg, points, GT_BOXES, GT_CLASSES)
         targets = torch.where((classes == 1)[:, None], targets / 2, targets)
@@ -90,7 +103,9 @@ def test_positives_and_label_mass_per_gt_equal_smooth_label_targets(dsla_model, 
             assert per_gt["sum_y_s"][g] == 0 and per_gt["sum_y_d"][g] == 0
             assert math.isnan(per_gt["iou_mean"][g]) and math.isnan(per_gt["score_max"][g])
             continue
-        assert expected_counts.sum() >= 2 and (g == 1 or (expected_counts > 0).sum() == 2), "A spans two levels"
+        assert expected_counts.sum() >= 2 and (g == 1 or (expected_counts > 0).sum() == 2), (
+            "A spans two levels"
+        )
         iou = 1.0 if g == 0 else 0.25
         assert per_gt["sum_y_s"][g] == pytest.approx(float(y_s.sum()), rel=1e-5)
         assert per_gt["max_y_s"][g] == pytest.approx(float(y_s.max()), rel=1e-5)
@@ -104,7 +119,8 @@ def test_positives_and_label_mass_per_gt_equal_smooth_label_targets(dsla_model, 
 
     summary = summarize([per_gt], [per_point], levels, side_edges=[8, 32])
     assert summary["buckets"]["all"]["zero_pos_share"] == pytest.approx(1 / 3)
-    # C (3 x 3 at the input) is alone in the smallest max-side bucket and has no positive on any level.
+    # C (3 x 3 at the input) is alone in the smallest max-side bucket and has no positive on any
+    # level.
     assert summary["buckets"]["side 0-8"]["num_gts"] == 1
     assert summary["buckets"]["side 0-8"]["zero_pos_share"] == 1.0
     assert summary["buckets"]["side 0-8"]["zero_pos_share_per_level"] == [1.0] * len(levels)
@@ -132,7 +148,9 @@ def test_fcos_positives_are_detectron2_label_anchors_positives():
 
 
 def test_recall_needs_the_class_and_iou_at_least_the_threshold():
-    gt_boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0], [40.0, 40.0, 50.0, 50.0]])
+    gt_boxes = torch.tensor(
+        [[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0], [40.0, 40.0, 50.0, 50.0]]
+    )
     gt_classes = torch.tensor([0, 0, 1])
     boxes = torch.tensor(
         [
@@ -148,23 +166,30 @@ def test_recall_needs_the_class_and_iou_at_least_the_threshold():
 
 
 def test_candidates_are_top_points_by_max_class_score_then_score_threshold():
-    # Scores (sigmoid) per point and class; with k = 2 the points with the best max score are p0 (0.9) and
-    # p2 (0.8). Their pairs above 0.05 are all four; p1's 0.5 is left out although it beats p0's 0.06.
+    # Scores (sigmoid) per point and class; with k = 2 the points with the best max score are p0
+    # (0.9) and p2 (0.8). Their pairs above 0.05 are all four; p1's 0.5 is left out although it
+    # beats p0's 0.06.
     scores = torch.tensor([[0.9, 0.06], [0.04, 0.5], [0.8, 0.7], [0.3, 0.01]])
     points = [torch.tensor([[8.0, 8.0], [16.0, 8.0], [24.0, 8.0], [32.0, 8.0]])]
     distances = [torch.tensor([[4.0, 4.0, 4.0, 4.0]] * 3 + [[4.0, 4.0, 40.0, 4.0]])]
-    boxes, cand_scores, classes = dsla_candidates(points, [scores.logit()], distances, (32, 40), 2, 0.05)
+    boxes, cand_scores, classes = dsla_candidates(
+        points, [scores.logit()], distances, (32, 40), 2, 0.05
+    )
     pairs = sorted(zip(cand_scores.tolist(), classes.tolist()), reverse=True)
     assert [c for _, c in pairs] == [0, 0, 1, 1]
     assert [round(s, 4) for s, _ in pairs] == [0.9, 0.8, 0.7, 0.06]
     assert {tuple(b) for b in boxes.tolist()} == {(4.0, 4.0, 12.0, 12.0), (20.0, 4.0, 28.0, 12.0)}
     # k larger than the level (a small input): all points, boxes clipped to the image.
-    boxes, cand_scores, _ = dsla_candidates(points, [scores.logit()], distances, (32, 40), 1000, 0.05)
+    boxes, cand_scores, _ = dsla_candidates(
+        points, [scores.logit()], distances, (32, 40), 1000, 0.05
+    )
     assert len(cand_scores) == 6 and boxes[:, 2].max() == 40
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("diagnose_tool", os.path.join(REPO_ROOT, "tools", "diagnose.py"))
+    spec = importlib.util.spec_from_file_location(
+        "diagnose_tool", os.path.join(REPO_ROOT, "tools", "diagnose.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -181,10 +206,19 @@ def test_cli_writes_json_and_tables_per_checkpoint(shapes_root, tmp_path, config
     output = tmp_path / "diagnosis"
     args = tool.argument_parser().parse_args(
         [
-            "--config-file", os.path.join(REPO_ROOT, config_file),
-            "--weights", str(tmp_path / "model_0000004.pth"), str(tmp_path / "model_final.pth"),
-            "--dataset", "shapes_val", "--num-images", "2", "--output", str(output),
-            "MODEL.DEVICE", "cpu",
+            "--config-file",
+            os.path.join(REPO_ROOT, config_file),
+            "--weights",
+            str(tmp_path / "model_0000004.pth"),
+            str(tmp_path / "model_final.pth"),
+            "--dataset",
+            "shapes_val",
+            "--num-images",
+            "2",
+            "--output",
+            str(output),
+            "MODEL.DEVICE",
+            "cpu",
         ]
     )
     tool.main(args)

@@ -1,7 +1,9 @@
 """
-Multi-process training on the CPU (GLOO): two workers with half a batch each optimize what one process does with
-the whole batch, because the loss normalizers are all-reduced means; and ``train_net.py --num-gpus 2`` trains.
+Multi-process training on the CPU (GLOO): two workers with half a batch each optimize what one
+process does with the whole batch, because the loss normalizers are all-reduced means; and
+``train_net.py --num-gpus 2`` trains.
 """
+
 import json
 import math
 import os
@@ -18,11 +20,11 @@ from torch import nn
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from conftest import REPO_ROOT, shapes_env
-
 import dsla.modeling.proposal_generator as proposal_generator
 from dsla.label_assignment import level_points
 from dsla.modeling import DSLAProposalGenerator
+
+from conftest import REPO_ROOT, shapes_env
 
 WORLD_SIZE = 2
 NUM_IMAGES = 4
@@ -47,9 +49,9 @@ def _generator():
 
 def _batch():
     """
-    Deterministic head outputs and ground truth of 4 images. The halves differ in how many positives they have
-    and in how well their boxes are predicted, so normalizing each worker by its own sums would weight their
-    images differently.
+    Deterministic head outputs and ground truth of 4 images. The halves differ in how many positives
+    they have and in how well their boxes are predicted, so normalizing each worker by its own sums
+    would weight their images differently.
     """
     g = torch.Generator().manual_seed(0)
     points = [level_points(IMAGE_SIZE // s, IMAGE_SIZE // s, s, 0.0) for s in STRIDES]
@@ -74,8 +76,8 @@ def _batch():
 
 def _losses_and_grads(images: slice):
     """
-    The DSLA losses of some images of the batch, with logits and distances made functions of two scalar
-    parameters so that the gradients that DDP would average can be compared too.
+    The DSLA losses of some images of the batch, with logits and distances made functions of two
+    scalar parameters so that the gradients that DDP would average can be compared too.
     """
     points, logits, distances, gt_instances = _batch()
     logit_scale = torch.tensor(1.0, requires_grad=True)
@@ -96,7 +98,9 @@ def _losses_and_grads(images: slice):
 
 def _worker(rank, init_file, out_dir):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE
+    )
     try:
         images = slice(rank * NUM_IMAGES // WORLD_SIZE, (rank + 1) * NUM_IMAGES // WORLD_SIZE)
         result = _losses_and_grads(images)
@@ -123,7 +127,8 @@ def test_two_workers_average_to_the_single_process_losses_and_gradients(tmp_path
     torch.testing.assert_close(workers[0]["grads"], single["grads"], rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(workers[1]["grads"], workers[0]["grads"])
 
-    # The check has teeth: with per-worker normalizers, the average differs from the single-process loss.
+    # The check has teeth: with per-worker normalizers, the average differs from the single-process
+    # loss.
     for key, expected in single["losses"].items():
         averaged_local = sum(w["local_losses"][key] for w in workers) / WORLD_SIZE
         assert abs(averaged_local.item() - expected.item()) > 0.05 * expected.item(), key
@@ -134,17 +139,32 @@ def test_train_net_with_two_processes_on_the_cpu(shapes_root, tmp_path):
     env = shapes_env(shapes_root)
     proc = subprocess.run(
         [
-            sys.executable, os.path.join(REPO_ROOT, "train_net.py"),
-            "--num-gpus", str(WORLD_SIZE), "--dist-url", "auto",
-            "--config-file", os.path.join(REPO_ROOT, "configs/DSLA/dsla_quickstart_shapes.yaml"),
-            "MODEL.DEVICE", "cpu",
-            "SOLVER.MAX_ITER", "3",
-            "SOLVER.IMS_PER_BATCH", "4",
-            "SOLVER.WARMUP_ITERS", "1",
-            "DATALOADER.NUM_WORKERS", "0",
-            "OUTPUT_DIR", str(out),
+            sys.executable,
+            os.path.join(REPO_ROOT, "train_net.py"),
+            "--num-gpus",
+            str(WORLD_SIZE),
+            "--dist-url",
+            "auto",
+            "--config-file",
+            os.path.join(REPO_ROOT, "configs/DSLA/dsla_quickstart_shapes.yaml"),
+            "MODEL.DEVICE",
+            "cpu",
+            "SOLVER.MAX_ITER",
+            "3",
+            "SOLVER.IMS_PER_BATCH",
+            "4",
+            "SOLVER.WARMUP_ITERS",
+            "1",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "OUTPUT_DIR",
+            str(out),
         ],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-5000:]
     with open(out / "log.txt") as f:

@@ -1,7 +1,9 @@
 """
-dsla.engine: the evaluator follows the dataset's ``evaluator_type``, ``TEST.BEST_CHECKPOINT_METRIC`` keeps the best
-model, and a LazyConfig trains and evaluates through the same ``main`` as a YAML config.
+dsla.engine: the evaluator follows the dataset's ``evaluator_type``, ``TEST.BEST_CHECKPOINT_METRIC``
+keeps the best model, and a LazyConfig trains and evaluates through the same ``main`` as a YAML
+config.
 """
+
 import json
 import os
 import sys
@@ -12,12 +14,17 @@ import torch
 
 from detectron2.data import MetadataCatalog
 from detectron2.engine import hooks
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, LVISEvaluator, PascalVOCDetectionEvaluator
-
-from conftest import REPO_ROOT, load_config
+from detectron2.evaluation import (
+    COCOEvaluator,
+    DatasetEvaluators,
+    LVISEvaluator,
+    PascalVOCDetectionEvaluator,
+)
 
 from dsla import engine
 from dsla.evaluation import ScoreIoUEvaluator
+
+from conftest import REPO_ROOT, load_config
 
 QUICKSTART = "configs/DSLA/dsla_quickstart_shapes.yaml"
 
@@ -61,7 +68,9 @@ def test_lvis_dataset_gets_the_lvis_evaluator(tmp_path, metadata, monkeypatch):
             return [1]
 
     monkeypatch.setitem(sys.modules, "lvis", types.SimpleNamespace(LVIS=LVIS))
-    name = metadata("engine_test_lvis", evaluator_type="lvis", json_file=str(tmp_path / "lvis.json"))
+    name = metadata(
+        "engine_test_lvis", evaluator_type="lvis", json_file=str(tmp_path / "lvis.json")
+    )
     evaluator = engine.build_evaluator(load_config(QUICKSTART), name, str(tmp_path))
     assert isinstance(evaluator, LVISEvaluator)
     assert evaluator._lvis_api.json_file == str(tmp_path / "lvis.json")
@@ -69,7 +78,11 @@ def test_lvis_dataset_gets_the_lvis_evaluator(tmp_path, metadata, monkeypatch):
 
 def test_pascal_voc_dataset_gets_the_voc_evaluator(tmp_path, metadata):
     name = metadata(
-        "engine_test_voc", evaluator_type="pascal_voc", dirname=str(tmp_path), split="test", year=2007,
+        "engine_test_voc",
+        evaluator_type="pascal_voc",
+        dirname=str(tmp_path),
+        split="test",
+        year=2007,
         thing_classes=["a", "b"],
     )
     evaluator = engine.build_evaluator(load_config(QUICKSTART), name, str(tmp_path))
@@ -87,21 +100,33 @@ def test_unknown_evaluator_type_is_an_error_naming_dataset_and_type(metadata, ev
 
 
 def _train_args(tmp_path, *opts):
-    return engine.default_argument_parser().parse_args([
-        "--config-file", os.path.join(REPO_ROOT, QUICKSTART),
-        "MODEL.DEVICE", "cpu",
-        "MODEL.DSLA.SCORE_THRESH_TEST", "0.0",
-        "SOLVER.MAX_ITER", "2",
-        "SOLVER.IMS_PER_BATCH", "2",
-        "SOLVER.WARMUP_ITERS", "1",
-        "DATALOADER.NUM_WORKERS", "0",
-        "OUTPUT_DIR", str(tmp_path / "out"),
-        *opts,
-    ])
+    return engine.default_argument_parser().parse_args(
+        [
+            "--config-file",
+            os.path.join(REPO_ROOT, QUICKSTART),
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.DSLA.SCORE_THRESH_TEST",
+            "0.0",
+            "SOLVER.MAX_ITER",
+            "2",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "SOLVER.WARMUP_ITERS",
+            "1",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "OUTPUT_DIR",
+            str(tmp_path / "out"),
+            *opts,
+        ]
+    )
 
 
 def test_best_checkpoint_metric_keeps_the_best_model(shapes_root, tmp_path):
-    engine.main(_train_args(tmp_path, "TEST.EVAL_PERIOD", "1", "TEST.BEST_CHECKPOINT_METRIC", "bbox/AP50"))
+    engine.main(
+        _train_args(tmp_path, "TEST.EVAL_PERIOD", "1", "TEST.BEST_CHECKPOINT_METRIC", "bbox/AP50")
+    )
     out = tmp_path / "out"
     with open(out / "metrics.json") as f:
         ap50 = [m["bbox/AP50"] for m in map(json.loads, f) if "bbox/AP50" in m]
@@ -109,11 +134,17 @@ def test_best_checkpoint_metric_keeps_the_best_model(shapes_root, tmp_path):
     best = torch.load(out / "model_best.pth", weights_only=False)
     # Saved at the first evaluation, and again at the second only if that one was strictly better.
     assert best["iteration"] == (1 if ap50[1] > ap50[0] else 0)
-    assert best["model"].keys() == torch.load(out / "model_final.pth", weights_only=False)["model"].keys()
+    assert (
+        best["model"].keys()
+        == torch.load(out / "model_final.pth", weights_only=False)["model"].keys()
+    )
 
 
 def test_without_best_checkpoint_metric_there_is_no_best_checkpointer(shapes_root, tmp_path):
-    cfg = load_config(QUICKSTART, ["TEST.EVAL_PERIOD", "1", "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path)])
+    cfg = load_config(
+        QUICKSTART,
+        ["TEST.EVAL_PERIOD", "1", "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path)],
+    )
     trainer = engine.Trainer(cfg)
     assert not any(isinstance(h, hooks.BestCheckpointer) for h in trainer._hooks)
     cfg.defrost()
@@ -122,7 +153,8 @@ def test_without_best_checkpoint_metric_there_is_no_best_checkpointer(shapes_roo
     assert types_in_order.index(hooks.BestCheckpointer) == types_in_order.index(hooks.EvalHook) + 1
 
 
-# A LazyConfig in detectron2's layout, with the quick-start model built from its YAML and tiny sizes.
+# A LazyConfig in detectron2's layout, with the quick-start model built from its YAML and tiny
+# sizes.
 TINY_LAZY_CONFIG = """
 import torch
 from fvcore.common.param_scheduler import MultiStepParamScheduler
@@ -130,7 +162,9 @@ from omegaconf import OmegaConf
 
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
-from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data import (
+    build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
+)
 from detectron2.evaluation import COCOEvaluator
 from detectron2.modeling import build_model
 from detectron2.solver import WarmupParamScheduler
@@ -164,11 +198,14 @@ dataloader.test = L(build_detection_test_loader)(
     ),
     num_workers=0,
 )
-dataloader.evaluator = L(COCOEvaluator)(dataset_name="${{..test.dataset.names}}", use_fast_impl=False)
+dataloader.evaluator = L(COCOEvaluator)(
+    dataset_name="${{..test.dataset.names}}", use_fast_impl=False
+)
 
 optimizer = L(torch.optim.SGD)(params=L(get_default_optimizer_params)(), lr=0.01, momentum=0.9)
 lr_multiplier = L(WarmupParamScheduler)(
-    scheduler=L(MultiStepParamScheduler)(values=[1.0, 0.1], milestones=[900], num_updates=1000), warmup_length=0.01,
+    scheduler=L(MultiStepParamScheduler)(values=[1.0, 0.1], milestones=[900], num_updates=1000),
+    warmup_length=0.01,
     warmup_factor=0.1,
 )
 train = dict(
@@ -183,7 +220,11 @@ def test_lazy_config_trains_then_evaluates(shapes_root, tmp_path, monkeypatch):
     config = tmp_path / "tiny_lazy.py"
     config.write_text(TINY_LAZY_CONFIG.format(quickstart=os.path.join(REPO_ROOT, QUICKSTART)))
     out = tmp_path / "out"
-    overrides = [f"train.output_dir={out}", "train.max_iter=3", "dataloader.train.total_batch_size=2"]
+    overrides = [
+        f"train.output_dir={out}",
+        "train.max_iter=3",
+        "dataloader.train.total_batch_size=2",
+    ]
     # The config asks for CUDA; without it (hidden here if present) training falls back to the CPU.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     parser = engine.default_argument_parser()
@@ -197,18 +238,28 @@ def test_lazy_config_trains_then_evaluates(shapes_root, tmp_path, monkeypatch):
     assert len(evaluated) == 1
 
     weights = f"train.init_checkpoint={out / 'model_final.pth'}"
-    again = engine.main(parser.parse_args(["--config-file", str(config), "--eval-only", *overrides, weights]))
+    again = engine.main(
+        parser.parse_args(["--config-file", str(config), "--eval-only", *overrides, weights])
+    )
     assert again["bbox"]["AP"] == pytest.approx(evaluated[0]["bbox/AP"], nan_ok=True)
 
 
 def test_shipped_quickstart_lazy_config_trains_and_evaluates(shapes_root, tmp_path):
     out = tmp_path / "out"
-    args = engine.default_argument_parser().parse_args([
-        "--config-file", os.path.join(REPO_ROOT, "configs/DSLA/dsla_quickstart_shapes.py"),
-        f"train.output_dir={out}", "train.max_iter=3", "train.log_period=1", "train.device=cpu",
-        "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=0", "dataloader.test.num_workers=0",
-        "model.proposal_generator.score_thresh_test=0.0",
-    ])
+    args = engine.default_argument_parser().parse_args(
+        [
+            "--config-file",
+            os.path.join(REPO_ROOT, "configs/DSLA/dsla_quickstart_shapes.py"),
+            f"train.output_dir={out}",
+            "train.max_iter=3",
+            "train.log_period=1",
+            "train.device=cpu",
+            "dataloader.train.total_batch_size=2",
+            "dataloader.train.num_workers=0",
+            "dataloader.test.num_workers=0",
+            "model.proposal_generator.score_thresh_test=0.0",
+        ]
+    )
     engine.main(args)
     assert torch.load(out / "model_final.pth", weights_only=False)["iteration"] == 2
     with open(out / "metrics.json") as f:

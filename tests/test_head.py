@@ -60,7 +60,11 @@ def test_distances_are_exp_of_scaled_raw_by_default_and_relu_times_stride_with_n
 
 def test_dcn_on_last_conv_makes_the_last_tower_conv_deformable():
     head = _head(dcn_on_last_conv=True, conv_bias=True)
-    convs = [m for m in head.cls_subnet if isinstance(m, torch.nn.Conv2d) or isinstance(m, ModulatedDeformConv2d)]
+    convs = [
+        m
+        for m in head.cls_subnet
+        if isinstance(m, torch.nn.Conv2d) or isinstance(m, ModulatedDeformConv2d)
+    ]
     assert isinstance(convs[-1], ModulatedDeformConv2d)
     assert not any(isinstance(m, ModulatedDeformConv2d) for m in convs[:-1])
     assert convs[-1].conv_offset.weight.abs().sum() == 0
@@ -71,4 +75,7 @@ def test_dcn_on_last_conv_makes_the_last_tower_conv_deformable():
 
 def test_levels_with_different_channels_are_rejected():
     with pytest.raises(ValueError, match="same channels"):
-        DSLAHead(input_shape=[ShapeSpec(channels=32, stride=8), ShapeSpec(channels=64, stride=16)], num_classes=2)
+        DSLAHead(
+            input_shape=[ShapeSpec(channels=32, stride=8), ShapeSpec(channels=64, stride=16)],
+            num_classes=2,
+        )

@@ -1,4 +1,6 @@
-"""Candidate selection at inference as the authors do it (spec section 5): top points per level, then the threshold."""
+"""Candidate selection at inference as the authors do it (spec section 5): top points per level,
+then the threshold."""
+
 import math
 
 import pytest
@@ -27,9 +29,10 @@ def _logits(scores):
     return torch.tensor(scores).logit()
 
 
-# Scores of three points and two classes. Threshold first, then the top 2 (point, class) pairs (the old rule) keeps
-# only point 0's two pairs. The authors' rule keeps the 2 points with the highest best score (0 and 1) and then
-# their pairs above 0.05: point 1's class 0 comes in, its class 1 (0.04) and point 2 (0.7, 0.1) stay out.
+# Scores of three points and two classes. Threshold first, then the top 2 (point, class) pairs (the
+# old rule) keeps only point 0's two pairs. The authors' rule keeps the 2 points with the highest
+# best score (0 and 1) and then their pairs above 0.05: point 1's class 0 comes in, its class 1
+# (0.04) and point 2 (0.7, 0.1) stay out.
 SCORES = [[0.9, 0.85], [0.8, 0.04], [0.7, 0.1]]
 
 
@@ -56,7 +59,8 @@ def test_top_k_is_clamped_to_the_number_of_points():
 
 
 def test_a_nan_score_neither_becomes_a_candidate_nor_pushes_one_out():
-    # torch.topk ranks NaN first: without care, the NaN point would take point 1's place among the top 2.
+    # torch.topk ranks NaN first: without care, the NaN point would take point 1's place among the
+    # top 2.
     logits = _logits([[0.9, 0.2], [0.8, 0.3], [0.5, 0.5]])
     logits[2, 1] = float("nan")
     point_idx, class_idx, scores = _generator().select_candidates(logits)
@@ -71,6 +75,8 @@ def test_non_finite_boxes_are_dropped_and_the_rest_of_the_image_kept():
     logits[2] = float("nan")
     distances = torch.full((1, 4, 4), 4.0)
     distances[0, 1, 2] = float("inf")
-    result = _generator(topk_candidates_test=3).inference(points, [logits[None]], [distances], [(64, 64)])[0]
+    result = _generator(topk_candidates_test=3).inference(
+        points, [logits[None]], [distances], [(64, 64)]
+    )[0]
     assert result.scores.tolist() == pytest.approx([0.9, 0.7])
     assert result.pred_boxes.tensor.tolist() == [[0, 0, 4, 4], [44, 0, 52, 4]]

@@ -1,4 +1,6 @@
-"""configs/DSLA/*.py: each LazyConfig instantiates the network, solver and schedule of the YAML of its name."""
+"""configs/DSLA/*.py: each LazyConfig instantiates the network, solver and schedule of the YAML of
+its name."""
+
 import os
 
 import pytest
@@ -26,16 +28,23 @@ MODELS = [
 def _hyperparams(optimizer, model):
     """Parameter name -> (lr, weight_decay)."""
     names = {id(p): n for n, p in model.named_parameters()}
-    return {names[id(p)]: (g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
+    return {
+        names[id(p)]: (g["lr"], g["weight_decay"])
+        for g in optimizer.param_groups
+        for p in g["params"]
+    }
 
 
 def _options(module):
-    """The plain attributes of a module (its constructor's options), without submodules and parameters."""
+    """The plain attributes of a module (its constructor's options), without submodules and
+    parameters."""
     return {k: v for k, v in vars(module).items() if not k.startswith("_") and k != "training"}
 
 
 def _lazy(name, *overrides):
-    return LazyConfig.apply_overrides(LazyConfig.load(get_config_file(f"DSLA/{name}.py")), list(overrides))
+    return LazyConfig.apply_overrides(
+        LazyConfig.load(get_config_file(f"DSLA/{name}.py")), list(overrides)
+    )
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -74,7 +83,9 @@ def test_lazyconfig_builds_the_network_and_solver_of_its_yaml(name):
     for key in ("momentum", "betas", "nesterov", "eps"):
         assert lazy_optimizer.defaults.get(key) == yaml_optimizer.defaults.get(key), key
     # Whole-model clipping is a step pre-hook: present in both or in neither.
-    assert len(lazy_optimizer._optimizer_step_pre_hooks) == len(yaml_optimizer._optimizer_step_pre_hooks)
+    assert len(lazy_optimizer._optimizer_step_pre_hooks) == len(
+        yaml_optimizer._optimizer_step_pre_hooks
+    )
     assert bool(lazy_optimizer._optimizer_step_pre_hooks) == cfg.SOLVER.CLIP_GRADIENTS.ENABLED
 
     # Same learning rate at every iteration that matters: warm-up, steps, end.
@@ -89,9 +100,15 @@ def test_lazyconfig_builds_the_network_and_solver_of_its_yaml(name):
 
     assert lazy.dataloader.train.total_batch_size == cfg.SOLVER.IMS_PER_BATCH
     released = get_config(f"DSLA/{name}.yaml")
-    assert lazy.train.init_checkpoint == released.MODEL.WEIGHTS and lazy.train.output_dir == cfg.OUTPUT_DIR
+    assert (
+        lazy.train.init_checkpoint == released.MODEL.WEIGHTS
+        and lazy.train.output_dir == cfg.OUTPUT_DIR
+    )
     assert lazy.train.checkpointer.period == cfg.SOLVER.CHECKPOINT_PERIOD
-    assert lazy.train.eval_period == cfg.TEST.EVAL_PERIOD and lazy.train.amp.enabled == cfg.SOLVER.AMP.ENABLED
+    assert (
+        lazy.train.eval_period == cfg.TEST.EVAL_PERIOD
+        and lazy.train.amp.enabled == cfg.SOLVER.AMP.ENABLED
+    )
 
 
 def test_lazyconfig_follows_its_yaml_when_the_yaml_changes(tmp_path, monkeypatch):
@@ -100,17 +117,28 @@ def test_lazyconfig_follows_its_yaml_when_the_yaml_changes(tmp_path, monkeypatch
 
     yaml_text = open(get_config_file("DSLA/dsla_quickstart_shapes.yaml")).read()
     (tmp_path / "DSLA").mkdir()
-    (tmp_path / "DSLA" / "Base-DSLA.yaml").write_text(open(get_config_file("DSLA/Base-DSLA.yaml")).read())
+    (tmp_path / "DSLA" / "Base-DSLA.yaml").write_text(
+        open(get_config_file("DSLA/Base-DSLA.yaml")).read()
+    )
     (tmp_path / "DSLA" / "dsla_quickstart_shapes.yaml").write_text(
-        yaml_text.replace("NUM_CLASSES: 4", "NUM_CLASSES: 7").replace("MAX_ITER: 1500", "MAX_ITER: 1234")
+        yaml_text.replace("NUM_CLASSES: 4", "NUM_CLASSES: 7").replace(
+            "MAX_ITER: 1500", "MAX_ITER: 1234"
+        )
     )
     monkeypatch.setattr(dsla.model_zoo, "CONFIG_ROOT", str(tmp_path))
-    lazy = LazyConfig.load(os.path.join(dsla.model_zoo.__path__[0], "configs", "DSLA", "dsla_quickstart_shapes.py"))
-    assert lazy.model.proposal_generator.num_classes == 7 and lazy.model.proposal_generator.head.num_classes == 7
+    lazy = LazyConfig.load(
+        os.path.join(dsla.model_zoo.__path__[0], "configs", "DSLA", "dsla_quickstart_shapes.py")
+    )
+    assert (
+        lazy.model.proposal_generator.num_classes == 7
+        and lazy.model.proposal_generator.head.num_classes == 7
+    )
     assert lazy.train.max_iter == 1234
 
 
-def test_quickstart_lazyconfig_trains_a_step_and_evaluates_on_the_shapes_data(shapes_root, tmp_path):
+def test_quickstart_lazyconfig_trains_a_step_and_evaluates_on_the_shapes_data(
+    shapes_root, tmp_path
+):
     lazy = _lazy(
         "dsla_quickstart_shapes",
         f"train.output_dir={tmp_path}",

@@ -1,4 +1,6 @@
-"""The DSLA losses (spec section 2): Quality Focal Loss, IoU / GIoU losses on (l, t, r, b), the all-reduce mean."""
+"""The DSLA losses (spec section 2): Quality Focal Loss, IoU / GIoU losses on (l, t, r, b), the
+all-reduce mean."""
+
 import math
 
 import pytest
@@ -15,15 +17,15 @@ def _qfl_reference(x, t, beta):
     return -(t * log_p + (1 - t) * log_not_p) * (t - torch.exp(log_p)).abs() ** beta
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Quality Focal Loss
 
 
 def test_quality_focal_loss_hand_computed_values():
-    # x = 0: sigmoid = 0.5 and BCE = log 2 for t = 0 and t = 1 (and t = 0.5: -(0.5 log .5 + 0.5 log .5) = log 2).
-    #   t = 1 or 0 -> log 2 * 0.5 ** 2 = 0.25 log 2 = 0.173287...;  t = 0.5 -> |0.5 - 0.5| ** 2 = 0 -> 0.
-    # x = log 3: sigmoid = 3/4; t = 0.25: BCE = -(0.25 log 0.75 + 0.75 log 0.25) = 1.11164...;
-    #   |0.25 - 0.75| ** 2 = 0.25 -> 0.27791...
+    # x = 0: sigmoid = 0.5 and BCE = log 2 for t = 0 and t = 1 (and t = 0.5: -(0.5 log .5 + 0.5 log
+    # .5) = log 2).   t = 1 or 0 -> log 2 * 0.5 ** 2 = 0.25 log 2 = 0.173287...;  t = 0.5 -> |0.5 -
+    # 0.5| ** 2 = 0 -> 0. x = log 3: sigmoid = 3/4; t = 0.25: BCE = -(0.25 log 0.75 + 0.75 log 0.25)
+    # = 1.11164...;   |0.25 - 0.75| ** 2 = 0.25 -> 0.27791...
     logits = torch.tensor([0.0, 0.0, 0.0, math.log(3)])
     targets = torch.tensor([1.0, 0.0, 0.5, 0.25])
     bce_last = -(0.25 * math.log(0.75) + 0.75 * math.log(0.25))
@@ -59,7 +61,8 @@ def test_quality_focal_loss_with_beta_zero_is_plain_bce():
 
 def test_quality_focal_loss_on_negatives_is_the_focal_term():
     # t = 0: BCE = -log(1 - p), factor p ** beta: loss = -p ** 2 log(1 - p).
-    # x = log 3 -> p = 3/4: -(9/16) log(1/4) = (9/16) log 4 = 0.779795...; x = -log 3 -> p = 1/4: (1/16) log(4/3).
+    # x = log 3 -> p = 3/4: -(9/16) log(1/4) = (9/16) log 4 = 0.779795...; x = -log 3 -> p = 1/4:
+    # (1/16) log(4/3).
     logits = torch.tensor([math.log(3), -math.log(3)], dtype=torch.float64)
     loss = quality_focal_loss(logits, torch.zeros(2, dtype=torch.float64))
     expected = torch.tensor([9 / 16 * math.log(4), 1 / 16 * math.log(4 / 3)], dtype=torch.float64)
@@ -95,16 +98,16 @@ def test_quality_focal_loss_is_exported_from_the_package():
     assert dsla.quality_focal_loss is quality_focal_loss
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # IoU and GIoU on (l, t, r, b)
 
 
 def test_paired_iou_of_hand_computed_pairs():
-    # Row 0: pred (1, 1, 1, 1) is 2 x 2 = 4, target (2, 2, 2, 2) is 4 x 4 = 16; the intersection is the pred
-    #   (min per side) -> IoU = 4 / 16 = 0.25.
+    # Row 0: pred (1, 1, 1, 1) is 2 x 2 = 4, target (2, 2, 2, 2) is 4 x 4 = 16; the intersection is
+    # the pred   (min per side) -> IoU = 4 / 16 = 0.25.
     # Row 1: pred (1, 2, 3, 4) is (1 + 3) x (2 + 4) = 24, target (2, 1, 1, 3) is 3 x 4 = 12;
-    #   intersection min per side (1, 1, 1, 3) -> 2 x 4 = 8; union 24 + 12 - 8 = 28 -> IoU = 8 / 28 = 2/7.
-    # Row 2: identical boxes -> 1.
+    #   intersection min per side (1, 1, 1, 3) -> 2 x 4 = 8; union 24 + 12 - 8 = 28 -> IoU = 8 / 28
+    # = 2/7. Row 2: identical boxes -> 1.
     pred = torch.tensor([[1.0, 1, 1, 1], [1, 2, 3, 4], [5, 6, 7, 8]])
     target = torch.tensor([[2.0, 2, 2, 2], [2, 1, 1, 3], [5, 6, 7, 8]])
     iou = paired_iou(pred, target)
@@ -118,7 +121,9 @@ def test_paired_iou_is_unchanged_when_both_are_scaled_by_a_stride():
     pred = torch.rand(50, 4, generator=gen, dtype=torch.float64) * 10
     target = torch.rand(50, 4, generator=gen, dtype=torch.float64) * 10
     for stride in (8, 128):
-        assert torch.allclose(paired_iou(pred * stride, target * stride), paired_iou(pred, target), rtol=1e-12)
+        assert torch.allclose(
+            paired_iou(pred * stride, target * stride), paired_iou(pred, target), rtol=1e-12
+        )
         for loss_type in ("iou", "giou"):
             assert torch.allclose(
                 box_regression_loss(pred * stride, target * stride, loss_type),
@@ -128,7 +133,8 @@ def test_paired_iou_is_unchanged_when_both_are_scaled_by_a_stride():
 
 
 def test_iou_loss_is_minus_log_iou():
-    # IoUs 0.25 and 2/7 from the hand-computed pairs above: -log 0.25 = log 4, -log(2/7) = log 3.5; identical -> 0.
+    # IoUs 0.25 and 2/7 from the hand-computed pairs above: -log 0.25 = log 4, -log(2/7) = log 3.5;
+    # identical -> 0.
     pred = torch.tensor([[1.0, 1, 1, 1], [1, 2, 3, 4], [5, 6, 7, 8]])
     target = torch.tensor([[2.0, 2, 2, 2], [2, 1, 1, 3], [5, 6, 7, 8]])
     loss = box_regression_loss(pred, target, "iou")
@@ -137,9 +143,9 @@ def test_iou_loss_is_minus_log_iou():
 
 
 def test_iou_loss_of_disjoint_or_empty_boxes_is_clamped_at_iou_1e_minus_6():
-    # Row 0: pred (-2, 1, 4, 1) spans x in [2, 4], target (1, 1, 1, 1) spans x in [-1, 1]: intersection width
-    #   min(-2, 1) + min(4, 1) = -1 -> clamped to 0 -> IoU 0 -> -log(1e-6) = 6 log 10 = 13.8155...
-    # Row 1: a zero-size prediction: IoU 0, same loss.
+    # Row 0: pred (-2, 1, 4, 1) spans x in [2, 4], target (1, 1, 1, 1) spans x in [-1, 1]:
+    # intersection width   min(-2, 1) + min(4, 1) = -1 -> clamped to 0 -> IoU 0 -> -log(1e-6) = 6
+    # log 10 = 13.8155... Row 1: a zero-size prediction: IoU 0, same loss.
     pred = torch.tensor([[-2.0, 1, 4, 1], [0, 0, 0, 0]], requires_grad=True)
     target = torch.tensor([[1.0, 1, 1, 1], [1, 1, 1, 1]])
     assert torch.equal(paired_iou(pred, target), torch.zeros(2))
@@ -150,13 +156,13 @@ def test_iou_loss_of_disjoint_or_empty_boxes_is_clamped_at_iou_1e_minus_6():
 
 
 def test_giou_loss_is_one_minus_giou():
-    # Row 0: pred (2, 1, 2, 1) -> box [-2, -1, 2, 1], area 8; target (1, 2, 1, 2) -> [-1, -2, 1, 2], area 8;
-    #   intersection [-1, -1, 1, 1] = 4; union 12; IoU 1/3; enclosing [-2, -2, 2, 2] = 16;
+    # Row 0: pred (2, 1, 2, 1) -> box [-2, -1, 2, 1], area 8; target (1, 2, 1, 2) -> [-1, -2, 1, 2],
+    # area 8;   intersection [-1, -1, 1, 1] = 4; union 12; IoU 1/3; enclosing [-2, -2, 2, 2] = 16;
     #   GIoU = 1/3 - (16 - 12) / 16 = 1/12 -> loss 11/12.
-    # Row 1: pred (1, 1, 1, 1) -> [-1, -1, 1, 1] = 4; target (1, 1, 3, 1) -> [-1, -1, 3, 1] = 8; inter 4, union 8,
-    #   enclosing 8 -> GIoU = 0.5 -> loss 0.5.
-    # Row 2: disjoint: pred (-2, 1, 4, 1) -> [2, -1, 4, 1] = 4; target [-1, -1, 1, 1] = 4; inter 0; union 8;
-    #   enclosing [-1, -1, 4, 1] = 10 -> GIoU = 0 - 2/10 = -0.2 -> loss 1.2.
+    # Row 1: pred (1, 1, 1, 1) -> [-1, -1, 1, 1] = 4; target (1, 1, 3, 1) -> [-1, -1, 3, 1] = 8;
+    # inter 4, union 8,   enclosing 8 -> GIoU = 0.5 -> loss 0.5.
+    # Row 2: disjoint: pred (-2, 1, 4, 1) -> [2, -1, 4, 1] = 4; target [-1, -1, 1, 1] = 4; inter 0;
+    # union 8;   enclosing [-1, -1, 4, 1] = 10 -> GIoU = 0 - 2/10 = -0.2 -> loss 1.2.
     pred = torch.tensor([[2.0, 1, 2, 1], [1, 1, 1, 1], [-2, 1, 4, 1]])
     target = torch.tensor([[1.0, 2, 1, 2], [1, 1, 3, 1], [1, 1, 1, 1]])
     loss = box_regression_loss(pred, target, "giou")
@@ -181,7 +187,7 @@ def test_unknown_box_loss_type_raises(loss_type):
         box_regression_loss(torch.ones(2, 4), torch.ones(2, 4), loss_type)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Normalizer
 
 

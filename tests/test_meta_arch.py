@@ -1,4 +1,5 @@
 """The registered DSLA meta-architecture, built from the YAML configs."""
+
 import pytest
 import torch
 
@@ -6,9 +7,9 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from conftest import load_config
-
 from dsla.modeling import DSLA
+
+from conftest import load_config
 
 R50 = "configs/DSLA/dsla_R_50_FPN_1x.yaml"
 
@@ -33,10 +34,14 @@ def test_config_loads_the_r50_recipe():
     assert cfg.MODEL.DSLA.REGRESS_RANGES[-1][1] == float("inf")
     assert cfg.MODEL.RESNETS.STRIDE_IN_1X1 and cfg.MODEL.BACKBONE.FREEZE_AT == 2
     assert cfg.SOLVER.CLIP_GRADIENTS.ENABLED and cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE == 35.0
-    assert cfg.SOLVER.WARMUP_METHOD == "constant" and cfg.SOLVER.WARMUP_FACTOR == pytest.approx(1 / 3)
+    assert cfg.SOLVER.WARMUP_METHOD == "constant" and cfg.SOLVER.WARMUP_FACTOR == pytest.approx(
+        1 / 3
+    )
     assert cfg.SOLVER.BIAS_LR_FACTOR == 2.0 and cfg.SOLVER.WEIGHT_DECAY_BIAS == 0.0
     assert cfg.SOLVER.WEIGHT_DECAY == cfg.SOLVER.WEIGHT_DECAY_NORM == 0.0001
-    assert tuple(cfg.SOLVER.STEPS) == (58640, 80630) and cfg.SOLVER.MAX_ITER == 87960  # 7330 iterations per epoch
+    assert (
+        tuple(cfg.SOLVER.STEPS) == (58640, 80630) and cfg.SOLVER.MAX_ITER == 87960
+    )  # 7330 iterations per epoch
 
 
 def test_training_step_gives_finite_losses_and_gradients():
@@ -57,7 +62,9 @@ def test_training_step_gives_finite_losses_and_gradients():
 
 
 def test_inference_returns_instances_in_the_original_image_size():
-    model = build_model(load_config(R50, ["MODEL.DSLA.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "7"]))
+    model = build_model(
+        load_config(R50, ["MODEL.DSLA.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "7"])
+    )
     model.eval()
     with torch.no_grad():
         outputs = model([{"image": torch.rand(3, 96, 128) * 255, "height": 192, "width": 256}])
@@ -81,7 +88,9 @@ def test_a_subclass_of_the_dsla_detector_still_gets_detections_not_proposals():
     name = "DSLASubclassForTest"
     if name not in META_ARCH_REGISTRY:
         META_ARCH_REGISTRY.register(type(name, (DSLA,), {}))
-    model = build_model(load_config(R50, ["MODEL.META_ARCHITECTURE", name, "MODEL.DSLA.SCORE_THRESH_TEST", "0.0"]))
+    model = build_model(
+        load_config(R50, ["MODEL.META_ARCHITECTURE", name, "MODEL.DSLA.SCORE_THRESH_TEST", "0.0"])
+    )
     assert not model.proposal_generator.two_stage
     model.eval()
     with torch.no_grad():
@@ -91,18 +100,30 @@ def test_a_subclass_of_the_dsla_detector_still_gets_detections_not_proposals():
 
 def test_dsla_as_the_first_stage_of_a_two_stage_detector():
     opts = [
-        "MODEL.META_ARCHITECTURE", "GeneralizedRCNN",
-        "MODEL.ROI_HEADS.NAME", "StandardROIHeads",
-        "MODEL.ROI_HEADS.IN_FEATURES", "['p3', 'p4', 'p5']",
-        "MODEL.ROI_HEADS.NUM_CLASSES", "80",
-        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
-        "MODEL.ROI_BOX_HEAD.NAME", "FastRCNNConvFCHead",
-        "MODEL.ROI_BOX_HEAD.NUM_FC", "1",
-        "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
-        "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", "7",
-        "MODEL.RPN.POST_NMS_TOPK_TRAIN", "50",
-        "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
-        "MODEL.DSLA.SCORE_THRESH_TEST", "0.0",
+        "MODEL.META_ARCHITECTURE",
+        "GeneralizedRCNN",
+        "MODEL.ROI_HEADS.NAME",
+        "StandardROIHeads",
+        "MODEL.ROI_HEADS.IN_FEATURES",
+        "['p3', 'p4', 'p5']",
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        "80",
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+        "32",
+        "MODEL.ROI_BOX_HEAD.NAME",
+        "FastRCNNConvFCHead",
+        "MODEL.ROI_BOX_HEAD.NUM_FC",
+        "1",
+        "MODEL.ROI_BOX_HEAD.FC_DIM",
+        "64",
+        "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION",
+        "7",
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+        "50",
+        "MODEL.RPN.POST_NMS_TOPK_TEST",
+        "50",
+        "MODEL.DSLA.SCORE_THRESH_TEST",
+        "0.0",
     ]
     model = build_model(load_config(R50, opts))
     assert model.proposal_generator.two_stage

@@ -1,4 +1,5 @@
 """dsla.model_zoo finds the shipped configs from any directory, also in a non-editable install."""
+
 import os
 import shutil
 import subprocess
@@ -13,8 +14,11 @@ from conftest import REPO_ROOT
 
 
 def test_repository_configs_are_the_package_configs():
-    # One config tree: configs/ at the repository root is the package's, not a copy that could drift.
-    package_configs = os.path.dirname(os.path.dirname(get_config_file("DSLA/dsla_R_50_FPN_1x.yaml")))
+    # One config tree: configs/ at the repository root is the package's, not a copy that could
+    # drift.
+    package_configs = os.path.dirname(
+        os.path.dirname(get_config_file("DSLA/dsla_R_50_FPN_1x.yaml"))
+    )
     assert os.path.samefile(os.path.join(REPO_ROOT, "configs"), package_configs)
 
 
@@ -26,7 +30,8 @@ def test_get_config_works_from_another_directory(tmp_path, monkeypatch):
 
 
 def test_non_editable_install_ships_the_configs(tmp_path):
-    # Build from a copy of the sources: setuptools builds in the source tree and would leave build/ in the repo.
+    # Build from a copy of the sources: setuptools builds in the source tree and would leave build/
+    # in the repo.
     source = tmp_path / "source"
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
     shutil.copytree(os.path.join(REPO_ROOT, "projects"), source / "projects", ignore=ignore)
@@ -52,7 +57,9 @@ def test_non_editable_install_ships_the_configs(tmp_path):
         """
     )
     env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "configs found" in out.stdout
 

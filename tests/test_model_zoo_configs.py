@@ -1,4 +1,6 @@
-"""Every config under configs/DSLA builds on the CPU, runs, and holds the recipe of its row of the paper."""
+"""Every config under configs/DSLA builds on the CPU, runs, and holds the recipe of its row of the
+paper."""
+
 import glob
 import os
 
@@ -10,12 +12,15 @@ from detectron2.solver import build_lr_scheduler
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from conftest import REPO_ROOT, load_config
 from dsla.solver import build_optimizer
+
+from conftest import REPO_ROOT, load_config
 
 CONFIGS = sorted(
     os.path.relpath(path, REPO_ROOT)
-    for path in glob.glob(os.path.join(REPO_ROOT, "configs", "DSLA", "**", "*.yaml"), recursive=True)
+    for path in glob.glob(
+        os.path.join(REPO_ROOT, "configs", "DSLA", "**", "*.yaml"), recursive=True
+    )
 )
 # No pretrained weights, small test images, and every detection kept so that post-processing runs.
 SMALL = ["INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 96]
@@ -42,7 +47,8 @@ def test_config_builds_and_runs_inference_on_the_cpu(config):
     with torch.no_grad():
         outputs = model([{"image": torch.rand(3, 64, 96) * 255, "height": 128, "width": 192}])
     instances = outputs[0]["instances"]
-    # detector_postprocess drops the empty boxes of an untrained model, so there may be fewer than 5.
+    # detector_postprocess drops the empty boxes of an untrained model, so there may be fewer than
+    # 5.
     assert instances.image_size == (128, 192) and len(instances) <= 5
     assert instances.has("scores") and instances.has("pred_classes")
     boxes = instances.pred_boxes.tensor
@@ -57,10 +63,15 @@ def test_config_builds_and_runs_inference_on_the_cpu(config):
     "config,opts",
     [
         ("configs/DSLA/dsla_R_101_DCN_FPN_ms_2x.yaml", ["MODEL.RESNETS.DEPTH", 50]),
-        ("configs/DSLA/dsla_Swin_S_FPN_ms_3x.yaml", ["MODEL.SWIN.NAME", "swin_tiny_patch4_window7_224"]),
+        (
+            "configs/DSLA/dsla_Swin_S_FPN_ms_3x.yaml",
+            ["MODEL.SWIN.NAME", "swin_tiny_patch4_window7_224"],
+        ),
     ],
 )
-def test_big_model_recipes_train_a_step_with_gradients_on_their_deformable_and_swin_parts(config, opts):
+def test_big_model_recipes_train_a_step_with_gradients_on_their_deformable_and_swin_parts(
+    config, opts
+):
     # Smaller members of the same families (R-50, Swin-T), same code paths.
     torch.manual_seed(0)
     cfg = load_config(config, SMALL + opts)
@@ -89,7 +100,13 @@ def test_big_model_recipes_train_a_step_with_gradients_on_their_deformable_and_s
     "config,depth,groups,width,deform_stages",
     [
         ("configs/DSLA/dsla_R_101_DCN_FPN_ms_2x.yaml", 101, 1, 64, [False, True, True, True]),
-        ("configs/DSLA/dsla_X_101_64x4d_DCN_FPN_ms_2x.yaml", 101, 64, 4, [False, False, True, True]),
+        (
+            "configs/DSLA/dsla_X_101_64x4d_DCN_FPN_ms_2x.yaml",
+            101,
+            64,
+            4,
+            [False, False, True, True],
+        ),
     ],
 )
 def test_resnet_dcn_configs_hold_the_authors_recipe(config, depth, groups, width, deform_stages):
@@ -97,41 +114,104 @@ def test_resnet_dcn_configs_hold_the_authors_recipe(config, depth, groups, width
     res = cfg.MODEL.RESNETS
     assert (res.DEPTH, res.NUM_GROUPS, res.WIDTH_PER_GROUP) == (depth, groups, width)
     assert res.DEFORM_ON_PER_STAGE == deform_stages and not res.DEFORM_MODULATED
-    # Pytorch style: stride in the 3x3 conv, BN statistics frozen, RGB normalized by ImageNet mean and std.
-    assert not res.STRIDE_IN_1X1 and res.NORM == "FrozenStatsBN" and cfg.MODEL.BACKBONE.FREEZE_AT == 2
-    assert cfg.INPUT.FORMAT == "RGB" and cfg.MODEL.PIXEL_MEAN == RGB_MEAN and cfg.MODEL.PIXEL_STD == RGB_STD
+    # Pytorch style: stride in the 3x3 conv, BN statistics frozen, RGB normalized by ImageNet mean
+    # and std.
+    assert (
+        not res.STRIDE_IN_1X1 and res.NORM == "FrozenStatsBN" and cfg.MODEL.BACKBONE.FREEZE_AT == 2
+    )
+    assert (
+        cfg.INPUT.FORMAT == "RGB"
+        and cfg.MODEL.PIXEL_MEAN == RGB_MEAN
+        and cfg.MODEL.PIXEL_STD == RGB_STD
+    )
     _assert_big_model_head_and_inputs(cfg)
 
 
 def test_swin_config_holds_the_authors_recipe():
     cfg = load_config("configs/DSLA/dsla_Swin_S_FPN_ms_3x.yaml")
-    assert cfg.MODEL.BACKBONE.NAME == "build_dsla_swin_fpn_backbone" and cfg.MODEL.BACKBONE.FREEZE_AT == 0
-    assert cfg.MODEL.SWIN.NAME == "swin_small_patch4_window7_224" and cfg.MODEL.SWIN.DROP_PATH_RATE == 0.2
-    assert cfg.MODEL.SWIN.OUT_FEATURES == cfg.MODEL.FPN.IN_FEATURES == ["stage2", "stage3", "stage4"]
-    assert cfg.INPUT.FORMAT == "RGB" and cfg.MODEL.PIXEL_MEAN == RGB_MEAN and cfg.MODEL.PIXEL_STD == RGB_STD
+    assert (
+        cfg.MODEL.BACKBONE.NAME == "build_dsla_swin_fpn_backbone"
+        and cfg.MODEL.BACKBONE.FREEZE_AT == 0
+    )
+    assert (
+        cfg.MODEL.SWIN.NAME == "swin_small_patch4_window7_224"
+        and cfg.MODEL.SWIN.DROP_PATH_RATE == 0.2
+    )
+    assert (
+        cfg.MODEL.SWIN.OUT_FEATURES == cfg.MODEL.FPN.IN_FEATURES == ["stage2", "stage3", "stage4"]
+    )
+    assert (
+        cfg.INPUT.FORMAT == "RGB"
+        and cfg.MODEL.PIXEL_MEAN == RGB_MEAN
+        and cfg.MODEL.PIXEL_STD == RGB_STD
+    )
     _assert_big_model_head_and_inputs(cfg)
 
 
 # The solvers of the authors' training logs (DSLA_SPEC.md section 6), at 7330 iterations per epoch:
-# optimizer, lr, momentum, weight decay, weight decay of norms, bias lr factor, bias weight decay, clipping
-# (total L2 norm, 0 = none), warm-up (method, factor, iterations), iterations, lr steps.
+# optimizer, lr, momentum, weight decay, weight decay of norms, bias lr factor, bias weight decay,
+# clipping (total L2 norm, 0 = none), warm-up (method, factor, iterations), iterations, lr steps.
 LOGGED_SOLVERS = {
-    "dsla_R_50_FPN_1x": ("SGD", 0.01, 0.9, 1e-4, 1e-4, 2.0, 0.0, 35.0, ("constant", 1 / 3, 500), 87960, (58640, 80630)),
+    "dsla_R_50_FPN_1x": (
+        "SGD",
+        0.01,
+        0.9,
+        1e-4,
+        1e-4,
+        2.0,
+        0.0,
+        35.0,
+        ("constant", 1 / 3, 500),
+        87960,
+        (58640, 80630),
+    ),
     "dsla_R_101_DCN_FPN_ms_2x": (
-        "SGD", 0.02, 0.9, 1e-4, 1e-4, 2.0, 0.0, 0.0, ("linear", 0.001, 1000), 175920, (117280, 161260)
+        "SGD",
+        0.02,
+        0.9,
+        1e-4,
+        1e-4,
+        2.0,
+        0.0,
+        0.0,
+        ("linear", 0.001, 1000),
+        175920,
+        (117280, 161260),
     ),
     "dsla_X_101_64x4d_DCN_FPN_ms_2x": (
-        "SGD", 0.02, 0.9, 1e-4, 1e-4, 2.0, 0.0, 0.0, ("linear", 0.001, 1000), 175920, (117280, 161260)
+        "SGD",
+        0.02,
+        0.9,
+        1e-4,
+        1e-4,
+        2.0,
+        0.0,
+        0.0,
+        ("linear", 0.001, 1000),
+        175920,
+        (117280, 161260),
     ),
     "dsla_Swin_S_FPN_ms_3x": (
-        "ADAMW", 1e-4, None, 0.05, 0.05, 1.0, None, 0.0, ("linear", 0.001, 1000), 263880, (197910, 241890)
+        "ADAMW",
+        1e-4,
+        None,
+        0.05,
+        0.05,
+        1.0,
+        None,
+        0.0,
+        ("linear", 0.001, 1000),
+        263880,
+        (197910, 241890),
     ),
 }
 
 
 @pytest.mark.parametrize("name", sorted(LOGGED_SOLVERS))
 def test_released_configs_hold_the_solver_of_the_authors_logs(name):
-    optimizer, lr, momentum, wd, wd_norm, bias_lr, wd_bias, clip, warmup, max_iter, steps = LOGGED_SOLVERS[name]
+    optimizer, lr, momentum, wd, wd_norm, bias_lr, wd_bias, clip, warmup, max_iter, steps = (
+        LOGGED_SOLVERS[name]
+    )
     solver = load_config(f"configs/DSLA/{name}.yaml").SOLVER
     assert solver.IMS_PER_BATCH == 16
     assert (solver.OPTIMIZER, solver.BASE_LR) == (optimizer, lr)
@@ -139,17 +219,24 @@ def test_released_configs_hold_the_solver_of_the_authors_logs(name):
     if momentum is not None:
         assert solver.MOMENTUM == momentum and not solver.NESTEROV
     assert (solver.BIAS_LR_FACTOR, solver.WEIGHT_DECAY_BIAS) == (bias_lr, wd_bias)
-    # mmcv's bias rule: normalization-layer and deformable-conv biases keep the base lr and weight decay.
+    # mmcv's bias rule: normalization-layer and deformable-conv biases keep the base lr and weight
+    # decay.
     assert solver.BIAS_RULES_SKIP_NORM_AND_DCN
     clipping = solver.CLIP_GRADIENTS
     assert clipping.ENABLED == bool(clip)
     if clip:
-        assert (clipping.CLIP_TYPE, clipping.CLIP_VALUE, clipping.NORM_TYPE) == ("full_model", clip, 2.0)
+        assert (clipping.CLIP_TYPE, clipping.CLIP_VALUE, clipping.NORM_TYPE) == (
+            "full_model",
+            clip,
+            2.0,
+        )
     assert solver.WARMUP_METHOD == warmup[0] and solver.WARMUP_FACTOR == pytest.approx(warmup[1])
     assert solver.WARMUP_ITERS == warmup[2]
     assert solver.LR_SCHEDULER_NAME == "WarmupMultiStepLR" and solver.GAMMA == 0.1
     assert (solver.MAX_ITER, tuple(solver.STEPS)) == (max_iter, steps)
-    expected_no_decay = ["absolute_pos_embed", "relative_position_bias_table", "norm"] if "Swin" in name else []
+    expected_no_decay = (
+        ["absolute_pos_embed", "relative_position_bias_table", "norm"] if "Swin" in name else []
+    )
     assert list(solver.NO_WEIGHT_DECAY_KEYS) == expected_no_decay
 
 
@@ -158,7 +245,10 @@ def _assert_big_model_head_and_inputs(cfg):
     assert (dsla.CLS_LOSS_WEIGHT, dsla.BOX_LOSS_TYPE, dsla.BOX_LOSS_WEIGHT) == (1.0, "giou", 1.0)
     assert dsla.NORM_REG_TARGETS and dsla.DCN_ON_LAST_CONV and dsla.CONV_BIAS
     assert dsla.CENTER_SAMPLING_RADIUS == 1.5 and dsla.POINT_OFFSET == 0.0
-    assert tuple(cfg.INPUT.MIN_SIZE_TRAIN) == (640, 800) and cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "choice"
+    assert (
+        tuple(cfg.INPUT.MIN_SIZE_TRAIN) == (640, 800)
+        and cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "choice"
+    )
     assert cfg.INPUT.MAX_SIZE_TRAIN == 1333 and cfg.INPUT.RANDOM_FLIP == "horizontal"
 
 

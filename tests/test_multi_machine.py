@@ -1,7 +1,9 @@
 """
-detectron2's multi-machine launch on one host: two "machines" (``--num-machines 2 --machine-rank {0,1}``) of one
-worker each train the quick start together over ``tcp://127.0.0.1``, on the CPU with the GPU hidden.
+detectron2's multi-machine launch on one host: two "machines" (``--num-machines 2 --machine-rank
+{0,1}``) of one worker each train the quick start together over ``tcp://127.0.0.1``, on the CPU with
+the GPU hidden.
 """
+
 import os
 import signal
 import socket
@@ -23,29 +25,55 @@ def _free_port():
 
 def test_two_machines_on_one_host_train_the_quick_start(shapes_root, tmp_path):
     out = tmp_path / "out"
-    # The quick start asks for CUDA (detectron2's default): without a GPU every machine falls back to the CPU.
+    # The quick start asks for CUDA (detectron2's default): without a GPU every machine falls back
+    # to the CPU.
     env = {**shapes_env(shapes_root), "CUDA_VISIBLE_DEVICES": ""}
     dist_url = f"tcp://127.0.0.1:{_free_port()}"
     procs = []
     for rank in range(2):
         command = [
-            sys.executable, os.path.join(REPO_ROOT, "train_net.py"),
-            "--num-machines", "2", "--machine-rank", str(rank), "--num-gpus", "1", "--dist-url", dist_url,
-            "--config-file", os.path.join(REPO_ROOT, "configs/DSLA/dsla_quickstart_shapes.yaml"),
-            "MODEL.DEVICE", "cuda",
-            "SOLVER.MAX_ITER", "3",
-            "SOLVER.IMS_PER_BATCH", "4",
-            "SOLVER.WARMUP_ITERS", "1",
-            "INPUT.MIN_SIZE_TRAIN", "(96,)",
-            "INPUT.MAX_SIZE_TRAIN", "96",
-            "DATALOADER.NUM_WORKERS", "0",
-            "DATASETS.TEST", "()",
-            "OUTPUT_DIR", str(out),
+            sys.executable,
+            os.path.join(REPO_ROOT, "train_net.py"),
+            "--num-machines",
+            "2",
+            "--machine-rank",
+            str(rank),
+            "--num-gpus",
+            "1",
+            "--dist-url",
+            dist_url,
+            "--config-file",
+            os.path.join(REPO_ROOT, "configs/DSLA/dsla_quickstart_shapes.yaml"),
+            "MODEL.DEVICE",
+            "cuda",
+            "SOLVER.MAX_ITER",
+            "3",
+            "SOLVER.IMS_PER_BATCH",
+            "4",
+            "SOLVER.WARMUP_ITERS",
+            "1",
+            "INPUT.MIN_SIZE_TRAIN",
+            "(96,)",
+            "INPUT.MAX_SIZE_TRAIN",
+            "96",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "DATASETS.TEST",
+            "()",
+            "OUTPUT_DIR",
+            str(out),
         ]
         log = open(tmp_path / f"rank{rank}.log", "w")
         # A session of its own, so that on a timeout the spawned worker is killed with its launcher.
         procs.append(
-            subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            subprocess.Popen(
+                command,
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         )
         log.close()
     try:

@@ -1,4 +1,6 @@
-"""The environment dsla needs: a recent enough detectron2, checked at import, and detectron2's own model zoo."""
+"""The environment dsla needs: a recent enough detectron2, checked at import, and detectron2's own
+model zoo."""
+
 import importlib
 import os
 import subprocess
@@ -7,8 +9,9 @@ import sys
 import pytest
 
 import detectron2
-import dsla
 from detectron2.modeling import Backbone
+
+import dsla
 
 
 def test_detectron2_model_zoo_and_testing_utilities_import():
@@ -41,7 +44,10 @@ def test_supported_detectron2_versions_pass(monkeypatch):
 def test_import_dsla_fails_for_an_old_detectron2():
     code = "import detectron2; detectron2.__version__ = '0.5'; import dsla"
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert out.returncode != 0
     assert "ImportError: dsla needs detectron2 >= 0.6" in out.stderr

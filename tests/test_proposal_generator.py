@@ -1,4 +1,6 @@
-"""The DSLA head module as a proposal generator: point layout, losses on hand-made cases, inference decoding."""
+"""The DSLA head module as a proposal generator: point layout, losses on hand-made cases, inference
+decoding."""
+
 import math
 
 import pytest
@@ -47,13 +49,13 @@ def test_level_points_are_row_major_with_offset():
 
 def test_losses_match_hand_computation_with_iou_coupling_and_normalizers():
     # Box g = (0, 0, 40, 32), class 1, center (20, 16), stride 8, one level with range (0, inf).
-    # p0 = (16, 16): l, t, r, b = 16, 16, 24, 16; |16-20| = 4 <= s/2 and |16-16| = 0 -> core zone, y_s = 1.
-    # p1 = (32, 16): l, t, r, b = 32, 16, 8, 16; ctr = sqrt(8/32 * 16/16) = 0.5, not core (|32-20| = 12), y_s = 0.5.
-    # p2 = (100, 100): outside, negative.
+    # p0 = (16, 16): l, t, r, b = 16, 16, 24, 16; |16-20| = 4 <= s/2 and |16-16| = 0 -> core zone,
+    # y_s = 1. p1 = (32, 16): l, t, r, b = 32, 16, 8, 16; ctr = sqrt(8/32 * 16/16) = 0.5, not core
+    # (|32-20| = 12), y_s = 0.5. p2 = (100, 100): outside, negative.
     points = [torch.tensor([[16.0, 16.0], [32.0, 16.0], [100.0, 100.0]])]
     gt = [_instances([[0, 0, 40, 32]], [1])]
-    # Predictions: p0 exact (IoU 1); p1 (16, 16, 8, 16) vs target (32, 16, 8, 16): both 32 high, widths 24 and 40,
-    # intersection width 16 + 8 = 24 -> IoU = 24/40 = 0.6, y_d = 0.5 * 0.6 = 0.3.
+    # Predictions: p0 exact (IoU 1); p1 (16, 16, 8, 16) vs target (32, 16, 8, 16): both 32 high,
+    # widths 24 and 40, intersection width 16 + 8 = 24 -> IoU = 24/40 = 0.6, y_d = 0.5 * 0.6 = 0.3.
     distances = [torch.tensor([[[16.0, 16, 24, 16], [16, 16, 8, 16], [4, 4, 4, 4]]])]
     logit_values = [[-1.0, 0.5], [0.2, -0.3], [-2.0, 1.0]]
     logits = [torch.tensor([logit_values])]
@@ -79,8 +81,8 @@ def test_losses_match_hand_computation_with_iou_coupling_and_normalizers():
 
 
 def test_normalizer_is_clamped_at_one_and_iou_only_ablation():
-    # One positive p1 (y_s = 0.5) predicted with IoU 0.6: with IOU_ONLY the target is q = 0.6 (not 0.3), and both
-    # normalizers (0.6 and 0.5) are clamped to 1.
+    # One positive p1 (y_s = 0.5) predicted with IoU 0.6: with IOU_ONLY the target is q = 0.6 (not
+    # 0.3), and both normalizers (0.6 and 0.5) are clamped to 1.
     points = [torch.tensor([[32.0, 16.0]])]
     gt = [_instances([[0, 0, 40, 32]], [0])]
     distances = [torch.tensor([[[16.0, 16, 8, 16]]])]
@@ -99,7 +101,10 @@ def test_batch_without_boxes_gives_finite_losses_zero_box_loss_and_gradients():
     points = [level_points(4, 4, 8, 0.0)]
     logits = [torch.randn(2, 16, 2, requires_grad=True)]
     distances = [torch.rand(2, 16, 4, requires_grad=True)]
-    gt = [_instances([], []), _instances([[5, 5, 5, 30], [10, 10, 10.5, 10]], [0, 1])]  # zero-area boxes
+    gt = [
+        _instances([], []),
+        _instances([[5, 5, 5, 30], [10, 10, 10.5, 10]], [0, 1]),
+    ]  # zero-area boxes
     with EventStorage():
         losses = _generator().losses(points, logits, distances, gt)
     assert all(torch.isfinite(v) for v in losses.values())
@@ -111,7 +116,10 @@ def test_batch_without_boxes_gives_finite_losses_zero_box_loss_and_gradients():
 
 def test_inference_decodes_boxes_at_the_right_point_and_applies_threshold_nms_and_topk():
     head_input = [ShapeSpec(channels=32, stride=8)]
-    gen = _generator(head=DSLAHead(input_shape=head_input, num_classes=2, num_convs=1), max_detections_per_image=2)
+    gen = _generator(
+        head=DSLAHead(input_shape=head_input, num_classes=2, num_convs=1),
+        max_detections_per_image=2,
+    )
     # Level of 3 rows x 4 columns; point (row 1, col 2) = (16, 8); class 1 scores 0.9 there.
     logits = torch.full((1, 12, 2), -10.0)
     logits[0, 1 * 4 + 2, 1] = math.log(0.9 / 0.1)
@@ -127,18 +135,22 @@ def test_inference_decodes_boxes_at_the_right_point_and_applies_threshold_nms_an
     assert r.pred_boxes.tensor[0].tolist() == [10.0, 5.0, 26.0, 24.0]
     assert r.pred_classes.tolist() == [1, 0]
     assert r.scores[0].item() == pytest.approx(0.9)
-    # The 0.475 box at (8, 0) overlaps the 0.5 box at (0, 0) with IoU 0 ((-4,-4,4,4) clipped vs (4,-4,12,4)),
-    # so NMS keeps it, but max_detections_per_image = 2 drops it.
+    # The 0.475 box at (8, 0) overlaps the 0.5 box at (0, 0) with IoU 0 ((-4,-4,4,4) clipped vs
+    # (4,-4,12,4)), so NMS keeps it, but max_detections_per_image = 2 drops it.
     assert r.scores[1].item() == pytest.approx(0.5)
 
 
 def test_forward_in_two_stage_mode_returns_proposals_in_training():
     shapes = {"p3": ShapeSpec(channels=32, stride=8)}
     head = DSLAHead(input_shape=list(shapes.values()), num_classes=2, num_convs=1)
-    gen = _generator(head=head, two_stage=True, score_thresh_test=0.0, max_detections_per_image=5).train()
+    gen = _generator(
+        head=head, two_stage=True, score_thresh_test=0.0, max_detections_per_image=5
+    ).train()
     images = ImageList(torch.zeros(1, 3, 32, 32), [(32, 32)])
     with EventStorage():
-        proposals, losses = gen(images, {"p3": torch.randn(1, 32, 4, 4)}, [_instances([[2, 2, 20, 20]], [0])])
+        proposals, losses = gen(
+            images, {"p3": torch.randn(1, 32, 4, 4)}, [_instances([[2, 2, 20, 20]], [0])]
+        )
     assert set(losses) == {"loss_dsla_cls", "loss_dsla_box"}
     assert len(proposals) == 1 and len(proposals[0]) == 5
     assert set(proposals[0].get_fields()) == {"proposal_boxes", "objectness_logits"}

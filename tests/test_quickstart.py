@@ -1,7 +1,8 @@
 """
-The quick-start config on a small copy of the shapes dataset: it trains (the box branch learns), evaluates,
-and the trained model draws boxes through demo.py and tools/visualize_predictions.py.
+The quick-start config on a small copy of the shapes dataset: it trains (the box branch learns),
+evaluates, and the trained model draws boxes through demo.py and tools/visualize_predictions.py.
 """
+
 import json
 import os
 import subprocess
@@ -16,11 +17,11 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 
-from conftest import REPO_ROOT, load_config
-
 from dsla.data import register_shapes_datasets
 from tools import quickstart
 from tools import visualize_predictions as visualize_tool
+
+from conftest import REPO_ROOT, load_config
 
 QUICKSTART = os.path.join(REPO_ROOT, "configs/DSLA/dsla_quickstart_shapes.yaml")
 ITERS = 40
@@ -28,14 +29,28 @@ ITERS = 40
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A quick-start model trained by tools/quickstart.py (make demo) for a few iterations on 48 images."""
+    """A quick-start model trained by tools/quickstart.py (make demo) for a few iterations on 48
+    images."""
     root = tmp_path_factory.mktemp("shapes")
     register_shapes_datasets(root=str(root), num_train=48, num_val=12)
     out = root / "out"
     quickstart.main(
-        ["--output", str(out), "--device", "cpu", "--num-vis", "3",
-         "SOLVER.MAX_ITER", str(ITERS), "SOLVER.IMS_PER_BATCH", "8", "SOLVER.WARMUP_ITERS", "5",
-         "DATALOADER.NUM_WORKERS", "0"]
+        [
+            "--output",
+            str(out),
+            "--device",
+            "cpu",
+            "--num-vis",
+            "3",
+            "SOLVER.MAX_ITER",
+            str(ITERS),
+            "SOLVER.IMS_PER_BATCH",
+            "8",
+            "SOLVER.WARMUP_ITERS",
+            "5",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+        ]
     )
     yield out
     register_shapes_datasets()
@@ -62,7 +77,9 @@ def test_trained_model_returns_non_empty_boxes(trained):
     DetectionCheckpointer(model).load(str(trained / "model_final.pth"))
     model.eval()
     record = DatasetCatalog.get("shapes_val")[0]
-    image = torch.as_tensor(np.array(Image.open(record["file_name"]).convert("RGB")).transpose(2, 0, 1).copy())
+    image = torch.as_tensor(
+        np.array(Image.open(record["file_name"]).convert("RGB")).transpose(2, 0, 1).copy()
+    )
     with torch.no_grad():
         inst = model([{"image": image.float()}])[0]["instances"]
     assert len(inst) > 0
@@ -74,16 +91,28 @@ def test_demo_draws_boxes_on_an_image(trained, tmp_path):
     out = tmp_path / "demo"
     subprocess.run(
         [
-            sys.executable, os.path.join(REPO_ROOT, "demo.py"),
-            "--config-file", QUICKSTART,
-            "--input", os.path.dirname(record["file_name"]) + "/00000[0-1].png",
-            "--output", str(out),
-            "--confidence-threshold", "0.0",
-            "--opts", "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(trained / "model_final.pth"),
+            sys.executable,
+            os.path.join(REPO_ROOT, "demo.py"),
+            "--config-file",
+            QUICKSTART,
+            "--input",
+            os.path.dirname(record["file_name"]) + "/00000[0-1].png",
+            "--output",
+            str(out),
+            "--confidence-threshold",
+            "0.0",
+            "--opts",
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.WEIGHTS",
+            str(trained / "model_final.pth"),
         ],
         check=True,
         cwd=REPO_ROOT,
-        env={**os.environ, "DSLA_SHAPES_ROOT": os.path.dirname(os.path.dirname(record["file_name"]))},
+        env={
+            **os.environ,
+            "DSLA_SHAPES_ROOT": os.path.dirname(os.path.dirname(record["file_name"])),
+        },
     )
     written = sorted(os.listdir(out))
     assert written == ["000000.png", "000001.png"]
@@ -94,15 +123,18 @@ def test_demo_draws_boxes_on_an_image(trained, tmp_path):
 
 
 def _assert_readable_pictures_and_contact_sheet(vis_dir, names, sheet):
-    """Pictures of two enlarged panels (short side >= 480) under titles, and a contact sheet of all of them."""
+    """Pictures of two enlarged panels (short side >= 480) under titles, and a contact sheet of all
+    of them."""
     assert sorted(os.listdir(vis_dir)) == sorted([*names, "contact_sheet.png"])
     pictures = [np.array(Image.open(vis_dir / name)) for name in names]
     for picture in pictures:
-        # 160 x 160 validation images: two 480 x 480 panels with an 8-pixel bar, under a title strip.
+        # 160 x 160 validation images: two 480 x 480 panels with an 8-pixel bar, under a title
+        # strip.
         assert picture.shape[1] == 2 * 480 + 8 and 480 < picture.shape[0] <= 480 + 60
     height, width = pictures[0].shape[:2]
     sheet = np.array(Image.open(sheet))
-    # Three pictures of about 2:1 on a 2 x 2 grid with 24-pixel gaps, unshrunk (well under the width bound).
+    # Three pictures of about 2:1 on a 2 x 2 grid with 24-pixel gaps, unshrunk (well under the width
+    # bound).
     assert sheet.shape[:2] == (2 * height + 3 * 24, 2 * width + 3 * 24)
     np.testing.assert_array_equal(sheet[24 : 24 + height, 48 + width : 48 + 2 * width], pictures[1])
 
@@ -120,8 +152,20 @@ def test_quickstart_writes_a_summary_and_readable_pictures_on_a_contact_sheet(tr
 
 def test_visualize_predictions_tool_writes_pictures_and_a_contact_sheet(trained, tmp_path):
     paths, sheet = visualize_tool.main(
-        ["--config-file", QUICKSTART, "--output", str(tmp_path), "--num-images", "3",
-         "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(trained / "model_final.pth")]
+        [
+            "--config-file",
+            QUICKSTART,
+            "--output",
+            str(tmp_path),
+            "--num-images",
+            "3",
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.WEIGHTS",
+            str(trained / "model_final.pth"),
+        ]
     )
     assert [os.path.basename(p) for p in paths] == ["000000.png", "000001.png", "000002.png"]
-    _assert_readable_pictures_and_contact_sheet(tmp_path, ["000000.png", "000001.png", "000002.png"], sheet)
+    _assert_readable_pictures_and_contact_sheet(
+        tmp_path, ["000000.png", "000001.png", "000002.png"], sheet
+    )

@@ -1,4 +1,6 @@
-"""dsla.modeling.backbone.resnet_dcn: ResNet/ResNeXt with deformable stages on detectron2's ResNet."""
+"""dsla.modeling.backbone.resnet_dcn: ResNet/ResNeXt with deformable stages on detectron2's
+ResNet."""
+
 import copy
 
 import pytest
@@ -10,7 +12,11 @@ from detectron2.modeling.backbone.resnet import BottleneckBlock, build_resnet_ba
 
 from dsla import add_dsla_config
 from dsla.layers import DeformConv2d
-from dsla.modeling.backbone.resnet_dcn import FrozenStatsBatchNorm2d, build_dsla_resnet_backbone, make_deformable
+from dsla.modeling.backbone.resnet_dcn import (
+    FrozenStatsBatchNorm2d,
+    build_dsla_resnet_backbone,
+    make_deformable,
+)
 
 
 def _resnet_cfg(*opts):
@@ -24,13 +30,22 @@ def _resnet_cfg(*opts):
 def test_deform_block_at_init_equals_the_plain_bottleneck(stride_in_1x1, num_groups):
     torch.manual_seed(0)
     kwargs = dict(
-        bottleneck_channels=32, stride=2, num_groups=num_groups, norm="BN", stride_in_1x1=stride_in_1x1
+        bottleneck_channels=32,
+        stride=2,
+        num_groups=num_groups,
+        norm="BN",
+        stride_in_1x1=stride_in_1x1,
     )
     plain = BottleneckBlock(16, 64, **kwargs).eval()
     deform = make_deformable(copy.deepcopy(plain)).eval()
     extra = set(deform.state_dict()) - set(plain.state_dict())
     assert extra == {"conv2.conv_offset.weight", "conv2.conv_offset.bias"}
-    assert isinstance(deform.conv2, DeformConv2d) and deform.conv2.weight.shape == (32, 32 // num_groups, 3, 3)
+    assert isinstance(deform.conv2, DeformConv2d) and deform.conv2.weight.shape == (
+        32,
+        32 // num_groups,
+        3,
+        3,
+    )
     x = torch.randn(2, 16, 13, 10)
     torch.testing.assert_close(deform(x), plain(x), rtol=1e-4, atol=1e-4)
 
@@ -60,7 +75,9 @@ def test_without_deformable_stages_the_model_is_detectron2s_resnet():
     cfg = _resnet_cfg()
     ours = build_dsla_resnet_backbone(cfg, ShapeSpec(channels=3))
     reference = build_resnet_backbone(cfg, ShapeSpec(channels=3))
-    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {
+        k: v.shape for k, v in reference.state_dict().items()
+    }
     assert ours.output_shape() == reference.output_shape()
 
 

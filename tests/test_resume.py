@@ -1,7 +1,9 @@
 """
-Crash-safe checkpoints: a save that fails midway leaves the previous checkpoint and ``last_checkpoint`` intact,
-and a training run killed with SIGKILL resumes with ``--resume`` from its last checkpoint and finishes.
+Crash-safe checkpoints: a save that fails midway leaves the previous checkpoint and
+``last_checkpoint`` intact, and a training run killed with SIGKILL resumes with ``--resume`` from
+its last checkpoint and finishes.
 """
+
 import os
 import signal
 import subprocess
@@ -16,11 +18,11 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import hooks
 from detectron2.modeling import build_model
 
-from conftest import REPO_ROOT, load_config, shapes_env
-
 import dsla.checkpoint.atomic as atomic
 from dsla import engine
 from dsla.checkpoint import AtomicCheckpointer
+
+from conftest import REPO_ROOT, load_config, shapes_env
 
 QUICKSTART = "configs/DSLA/dsla_quickstart_shapes.yaml"
 
@@ -60,7 +62,9 @@ def test_checkpoint_gets_the_permissions_the_umask_allows(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["model_0000019", "model_0000009"], ids=["new_name", "same_name"])
-def test_failure_midway_through_a_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch, name):
+def test_failure_midway_through_a_save_leaves_the_previous_checkpoint_intact(
+    tmp_path, monkeypatch, name
+):
     checkpointer = _checkpointer(tmp_path)
     checkpointer.save("model_0000009", iteration=9)
     before = _snapshot(tmp_path)
@@ -93,14 +97,26 @@ def test_failure_while_tagging_leaves_last_checkpoint_naming_a_complete_file(tmp
     monkeypatch.setattr(atomic.os, "replace", fail_on_last_checkpoint)
     with pytest.raises(OSError, match="Input/output error"):
         checkpointer.save("model_0000019", iteration=19)
-    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000009.pth", "model_0000019.pth"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "last_checkpoint",
+        "model_0000009.pth",
+        "model_0000019.pth",
+    ]
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000009.pth"
 
 
 def test_trainer_checkpoints_atomically(shapes_root, tmp_path):
-    cfg = load_config(QUICKSTART, [
-        "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "out"),
-    ])
+    cfg = load_config(
+        QUICKSTART,
+        [
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "OUTPUT_DIR",
+            str(tmp_path / "out"),
+        ],
+    )
     trainer = engine.Trainer(cfg)
     assert isinstance(trainer.checkpointer, AtomicCheckpointer)
     periodic = [h for h in trainer._hooks if isinstance(h, hooks.PeriodicCheckpointer)]
@@ -109,16 +125,27 @@ def test_trainer_checkpoints_atomically(shapes_root, tmp_path):
 
 def _train_command(out, *extra):
     return [
-        sys.executable, os.path.join(REPO_ROOT, "train_net.py"), *extra,
-        "--config-file", os.path.join(REPO_ROOT, QUICKSTART),
-        "MODEL.DEVICE", "cpu",
-        "SOLVER.MAX_ITER", "30",
-        "SOLVER.CHECKPOINT_PERIOD", "5",
-        "SOLVER.IMS_PER_BATCH", "4",
-        "SOLVER.WARMUP_ITERS", "5",
-        "DATALOADER.NUM_WORKERS", "0",
-        "DATASETS.TEST", "()",
-        "OUTPUT_DIR", str(out),
+        sys.executable,
+        os.path.join(REPO_ROOT, "train_net.py"),
+        *extra,
+        "--config-file",
+        os.path.join(REPO_ROOT, QUICKSTART),
+        "MODEL.DEVICE",
+        "cpu",
+        "SOLVER.MAX_ITER",
+        "30",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "5",
+        "SOLVER.IMS_PER_BATCH",
+        "4",
+        "SOLVER.WARMUP_ITERS",
+        "5",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "DATASETS.TEST",
+        "()",
+        "OUTPUT_DIR",
+        str(out),
     ]
 
 
@@ -126,10 +153,16 @@ def test_run_killed_after_a_checkpoint_resumes_from_it_and_finishes(shapes_root,
     out = tmp_path / "out"
     env = shapes_env(shapes_root)
     with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(_train_command(out), cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        first = subprocess.Popen(
+            _train_command(out), cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             deadline = time.monotonic() + 120
-            while not (out / "last_checkpoint").exists() and first.poll() is None and time.monotonic() < deadline:
+            while (
+                not (out / "last_checkpoint").exists()
+                and first.poll() is None
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.02)
         finally:
             first.kill()  # SIGKILL: no handler runs, nothing is flushed or cleaned up
@@ -143,7 +176,12 @@ def test_run_killed_after_a_checkpoint_resumes_from_it_and_finishes(shapes_root,
     assert saved_iter % 5 == 4 and saved_iter < 29
 
     second = subprocess.run(
-        _train_command(out, "--resume"), cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+        _train_command(out, "--resume"),
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert second.returncode == 0, second.stderr[-5000:]
     log = second.stdout + second.stderr

@@ -23,7 +23,9 @@ NUM_IMAGES = 20
 
 
 def _generate(root, seed=3, num_images=NUM_IMAGES, **kwargs):
-    return generate_shapes_dataset(str(root), "val", num_images, seed, show_progress=False, **kwargs)
+    return generate_shapes_dataset(
+        str(root), "val", num_images, seed, show_progress=False, **kwargs
+    )
 
 
 def _read_rgb(path):
@@ -83,7 +85,11 @@ def test_annotations_are_valid_coco(textured_json):
     for image_id, info in coco.imgs.items():
         anns = coco.imgToAnns[image_id]
         assert 1 <= len(anns) <= 8
-        assert _read_rgb(os.path.join(root, "val", info["file_name"])).shape == (info["height"], info["width"], 3)
+        assert _read_rgb(os.path.join(root, "val", info["file_name"])).shape == (
+            info["height"],
+            info["width"],
+            3,
+        )
         for ann in anns:
             x, y, w, h = ann["bbox"]
             assert all(isinstance(v, float) for v in ann["bbox"])
@@ -97,8 +103,8 @@ def test_annotations_are_valid_coco(textured_json):
 
 
 def test_boxes_are_tight_boxes_of_the_drawn_pixels(textured_json, flat_json):
-    # Textures do not change the geometry, so the flat-coloured images, where every object has its own colour,
-    # check the annotations of the textured ones pixel by pixel.
+    # Textures do not change the geometry, so the flat-coloured images, where every object has its
+    # own colour, check the annotations of the textured ones pixel by pixel.
     with open(textured_json) as f_textured, open(flat_json) as f_flat:
         assert json.load(f_textured) == json.load(f_flat)
 
@@ -122,8 +128,8 @@ def test_boxes_are_tight_boxes_of_the_drawn_pixels(textured_json, flat_json):
 
 
 def test_textured_objects_are_painted_exactly_over_their_visible_masks(monkeypatch):
-    # Replace background and textures by grey levels 40 apart, far above the pixel noise, so that each pixel
-    # tells which object (or the background, level 0) was painted there.
+    # Replace background and textures by grey levels 40 apart, far above the pixel noise, so that
+    # each pixel tells which object (or the background, level 0) was painted there.
     painted = []
 
     def level_texture(rng, colour, xx, yy, size):
@@ -153,7 +159,11 @@ def test_object_sizes_span_small_to_most_of_the_image():
     sides, areas = np.array(sides), np.array(areas)
     assert sides.min() < 16 and sides.max() > 100
     # COCO's small, medium and large area ranges are all present.
-    assert (areas < 32**2).any() and ((areas >= 32**2) & (areas < 96**2)).any() and (areas >= 96**2).any()
+    assert (
+        (areas < 32**2).any()
+        and ((areas >= 32**2) & (areas < 96**2)).any()
+        and (areas >= 96**2).any()
+    )
 
 
 def test_objects_occlude_each_other_but_stay_mostly_visible():
@@ -180,7 +190,9 @@ def test_cache_is_reused_and_regenerated_when_broken(tmp_path, monkeypatch):
 
     generated = []
     real_generate = synthetic.generate_split
-    monkeypatch.setattr(synthetic, "generate_split", lambda *a, **k: generated.append(a) or real_generate(*a, **k))
+    monkeypatch.setattr(
+        synthetic, "generate_split", lambda *a, **k: generated.append(a) or real_generate(*a, **k)
+    )
     ensure_shapes_dataset(root, "val", 10, seed=5)
     assert generated == []
 
@@ -222,7 +234,12 @@ def test_registration_is_lazy_idempotent_and_loads_records(tmp_path, restore_reg
             assert ann["bbox_mode"] == BoxMode.XYWH_ABS
             assert 0 <= ann["category_id"] < len(SHAPES_CLASSES)
             assert len(ann["bbox"]) == 4
-    assert MetadataCatalog.get("shapes_val").thing_dataset_id_to_contiguous_id == {1: 0, 2: 1, 3: 2, 4: 3}
+    assert MetadataCatalog.get("shapes_val").thing_dataset_id_to_contiguous_id == {
+        1: 0,
+        2: 1,
+        3: 2,
+        4: 3,
+    }
 
 
 def test_registration_reads_environment_overrides(tmp_path, monkeypatch, restore_registration):
@@ -237,6 +254,8 @@ def test_registration_reads_environment_overrides(tmp_path, monkeypatch, restore
 
 
 def test_command_line_writes_a_split(tmp_path):
-    json_file = shapes.main(["--root", str(tmp_path), "--split", "mini", "--num-images", "3", "--seed", "9"])
+    json_file = shapes.main(
+        ["--root", str(tmp_path), "--split", "mini", "--num-images", "3", "--seed", "9"]
+    )
     assert len(COCO(json_file).imgs) == 3
     assert sorted(os.listdir(tmp_path / "mini")) == ["000000.png", "000001.png", "000002.png"]

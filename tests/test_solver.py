@@ -1,4 +1,5 @@
 """dsla.solver: SGD / AdamW parameter groups and whole-model gradient clipping."""
+
 import pytest
 import torch
 from torch import nn
@@ -6,10 +7,11 @@ from torch import nn
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-from conftest import load_config
 from dsla import add_dsla_config
 from dsla.layers import ModulatedDeformConv2d
 from dsla.solver import build_optimizer, get_param_groups
+
+from conftest import load_config
 
 
 class _Transformerish(nn.Module):
@@ -31,7 +33,9 @@ def _hyperparams(optimizer, model):
     """Parameter name -> (lr, weight_decay)."""
     names = {id(p): n for n, p in model.named_parameters()}
     return {
-        names[id(p)]: (group["lr"], group["weight_decay"]) for group in optimizer.param_groups for p in group["params"]
+        names[id(p)]: (group["lr"], group["weight_decay"])
+        for group in optimizer.param_groups
+        for p in group["params"]
     }
 
 
@@ -47,14 +51,17 @@ def _solver_cfg(*opts):
 
 
 def test_adamw_gives_no_weight_decay_to_parameters_named_by_the_no_weight_decay_keys():
-    cfg = _solver_cfg("SOLVER.OPTIMIZER", "ADAMW", "SOLVER.BASE_LR", 1e-4, "SOLVER.WEIGHT_DECAY", 0.05)
+    cfg = _solver_cfg(
+        "SOLVER.OPTIMIZER", "ADAMW", "SOLVER.BASE_LR", 1e-4, "SOLVER.WEIGHT_DECAY", 0.05
+    )
     cfg.SOLVER.WEIGHT_DECAY_NORM = 0.05
     cfg.SOLVER.NO_WEIGHT_DECAY_KEYS = ["absolute_pos_embed", "relative_position_bias_table", "ln"]
     model = _Transformerish()
     optimizer = build_optimizer(cfg, model)
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["betas"] == (0.9, 0.999)
     groups = _hyperparams(optimizer, model)
-    # By name, not by module type: the GroupNorm and BatchNorm (no key in their names) keep the weight decay.
+    # By name, not by module type: the GroupNorm and BatchNorm (no key in their names) keep the
+    # weight decay.
     no_decay = {"ln.weight", "ln.bias", "absolute_pos_embed", "attn.relative_position_bias_table"}
     for name, (lr, weight_decay) in groups.items():
         assert lr == pytest.approx(1e-4)
@@ -76,7 +83,12 @@ class _Head(nn.Module):
 def test_mmcv_bias_rules_skip_the_biases_of_norm_layers_and_deformable_convs():
     model = _Head()
     params = get_param_groups(
-        model, 0.01, 1e-4, weight_decay_norm=1e-4, bias_lr_factor=2.0, weight_decay_bias=0.0,
+        model,
+        0.01,
+        1e-4,
+        weight_decay_norm=1e-4,
+        bias_lr_factor=2.0,
+        weight_decay_bias=0.0,
         bias_rules_skip_norm_and_dcn=True,
     )
     groups = _hyperparams_of(params, model)
@@ -85,7 +97,8 @@ def test_mmcv_bias_rules_skip_the_biases_of_norm_layers_and_deformable_convs():
     for norm in ("gn", "bn"):
         assert groups[f"{norm}.weight"] == (pytest.approx(0.01), 1e-4)
         assert groups[f"{norm}.bias"] == (pytest.approx(0.01), 1e-4)
-    # mmcv exempts the deformable conv's own bias, not the bias of the plain conv that predicts its offsets.
+    # mmcv exempts the deformable conv's own bias, not the bias of the plain conv that predicts its
+    # offsets.
     assert groups["dcn.bias"] == (pytest.approx(0.01), 1e-4)
     assert groups["dcn.conv_offset.bias"] == (pytest.approx(0.02), 0.0)
     assert groups["dcn.weight"] == groups["dcn.conv_offset.weight"] == (pytest.approx(0.01), 1e-4)
@@ -94,7 +107,10 @@ def test_mmcv_bias_rules_skip_the_biases_of_norm_layers_and_deformable_convs():
 def test_detectron2_bias_rules_cover_every_bias():
     model = _Head()
     groups = _hyperparams_of(
-        get_param_groups(model, 0.01, 1e-4, weight_decay_norm=0.0, bias_lr_factor=2.0, weight_decay_bias=0.0), model
+        get_param_groups(
+            model, 0.01, 1e-4, weight_decay_norm=0.0, bias_lr_factor=2.0, weight_decay_bias=0.0
+        ),
+        model,
     )
     for name in ("conv.bias", "gn.bias", "bn.bias", "dcn.bias", "dcn.conv_offset.bias"):
         assert groups[name] == (pytest.approx(0.02), 0.0), name
@@ -108,7 +124,11 @@ def test_r50_config_gives_the_logged_lr_and_weight_decay_to_each_kind_of_paramet
     head = "proposal_generator.head."
     assert groups[head + "cls_subnet.0.weight"] == (pytest.approx(0.01), 1e-4)
     assert groups[head + "cls_score.bias"] == (pytest.approx(0.02), 0.0)
-    assert groups[head + "cls_subnet.1.weight"] == groups[head + "cls_subnet.1.bias"] == (pytest.approx(0.01), 1e-4)
+    assert (
+        groups[head + "cls_subnet.1.weight"]
+        == groups[head + "cls_subnet.1.bias"]
+        == (pytest.approx(0.01), 1e-4)
+    )
     assert groups["backbone.fpn_lateral3.bias"] == (pytest.approx(0.02), 0.0)
 
 
@@ -148,7 +168,9 @@ def test_full_model_clipping_bounds_the_norm_of_all_gradients_together():
 
 
 def test_per_parameter_clipping_is_still_detectron2s():
-    cfg = _solver_cfg("SOLVER.CLIP_GRADIENTS.ENABLED", True, "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "value")
+    cfg = _solver_cfg(
+        "SOLVER.CLIP_GRADIENTS.ENABLED", True, "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "value"
+    )
     optimizer = build_optimizer(cfg, nn.Linear(2, 2))
     assert type(optimizer).__name__ == "SGDWithGradientClip"
 
@@ -168,7 +190,10 @@ def test_swin_config_excludes_swin_norms_and_relative_position_tables_from_weigh
     assert isinstance(optimizer, torch.optim.AdamW)
     groups = _hyperparams(optimizer, model)
     swin = "backbone.bottom_up."
-    assert groups[swin + "layers.2.blocks.5.attn.relative_position_bias_table"] == (pytest.approx(1e-4), 0.0)
+    assert groups[swin + "layers.2.blocks.5.attn.relative_position_bias_table"] == (
+        pytest.approx(1e-4),
+        0.0,
+    )
     assert groups[swin + "layers.2.blocks.5.norm1.weight"][1] == 0.0
     assert groups[swin + "layers.1.downsample.norm.bias"][1] == 0.0
     assert groups[swin + "patch_embed.norm.weight"][1] == 0.0

@@ -1,4 +1,6 @@
-"""dsla.study (tools/study.py, make study): variants, run planning, resume, crash isolation, report."""
+"""dsla.study (tools/study.py, make study): variants, run planning, resume, crash isolation,
+report."""
+
 import json
 import math
 import os
@@ -11,7 +13,6 @@ import time
 import pytest
 from PIL import Image
 
-from conftest import shapes_env, write_coco_dataset
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from dsla.study import (
@@ -34,6 +35,8 @@ from dsla.study import (
     run_study,
     variants_from_args,
 )
+
+from conftest import shapes_env, write_coco_dataset
 
 BUILTINS = {v.name: v for v in BUILTIN_VARIANTS}
 # Tiny runs: 64-pixel inputs, batch 2, no loader workers.
@@ -60,23 +63,35 @@ def coco_pair(tmp_path):
 
 def test_builtin_variants_are_fcos_dsla_and_each_ablation_with_one_change():
     assert list(BUILTINS) == [
-        "fcos", "dsla", "dsla-no-coupling", "dsla-iou-only", "dsla-no-relaxation", "dsla-no-core-zone",
-        "dsla-no-cs-offset", "dsla-quarter-ranges", "dsla-fcos-ranges",
+        "fcos",
+        "dsla",
+        "dsla-no-coupling",
+        "dsla-iou-only",
+        "dsla-no-relaxation",
+        "dsla-no-core-zone",
+        "dsla-no-cs-offset",
+        "dsla-quarter-ranges",
+        "dsla-fcos-ranges",
     ]
     assert BUILTINS["fcos"].config_file.startswith("FCOS-Baseline/") and BUILTINS["fcos"].opts == ()
     assert BUILTINS["dsla"].opts == ()
     assert dict(BUILTINS["dsla-no-cs-offset"].opts) == {
-        "MODEL.DSLA.CENTER_SAMPLING_RADIUS": 0.0, "MODEL.DSLA.POINT_OFFSET": 0.0
+        "MODEL.DSLA.CENTER_SAMPLING_RADIUS": 0.0,
+        "MODEL.DSLA.POINT_OFFSET": 0.0,
     }
     quarter = dict(BUILTINS["dsla-quarter-ranges"].opts)
-    assert quarter["MODEL.DSLA.REGRESS_RANGES"][0] == [0.0, 16.0] and quarter["MODEL.DSLA.POINT_OFFSET"] == 0.0
+    assert (
+        quarter["MODEL.DSLA.REGRESS_RANGES"][0] == [0.0, 16.0]
+        and quarter["MODEL.DSLA.POINT_OFFSET"] == 0.0
+    )
     ranges = dict(BUILTINS["dsla-fcos-ranges"].opts)["MODEL.DSLA.REGRESS_RANGES"]
     assert ranges[0] == [0.0, 64.0] and ranges[-1] == [512.0, math.inf]
 
 
 def test_variant_from_the_command_line_keeps_its_base_and_reads_lists_and_yaml_inf():
     variant = parse_variant(
-        "r32=dsla-no-cs-offset MODEL.DSLA.REGRESS_RANGES [[0,32],[32,64],[64,128],[128,256],[256,.inf]] "
+        "r32=dsla-no-cs-offset MODEL.DSLA.REGRESS_RANGES "
+        "[[0,32],[32,64],[64,128],[128,256],[256,.inf]] "
         "INPUT.MIN_SIZE_TRAIN (128,) MODEL.DSLA.IOU_COUPLING False 'DATASETS.TRAIN' \"('a', 'b')\"",
         BUILTINS,
     )
@@ -90,7 +105,17 @@ def test_variant_from_the_command_line_keeps_its_base_and_reads_lists_and_yaml_i
 
 
 @pytest.mark.parametrize(
-    "value", [[[0.0, 64.0], [512.0, math.inf]], (160,), (128, 160), True, 0.5, 3, "RGB", "build_dsla_tiny_fpn_backbone"]
+    "value",
+    [
+        [[0.0, 64.0], [512.0, math.inf]],
+        (160,),
+        (128, 160),
+        True,
+        0.5,
+        3,
+        "RGB",
+        "build_dsla_tiny_fpn_backbone",
+    ],
 )
 def test_override_values_are_written_as_text_that_reads_back(value):
     assert parse_override_value(format_override_value(value)) == value
@@ -114,7 +139,8 @@ def test_spec_file_variants_build_on_earlier_ones(tmp_path):
         "variants:\n"
         "  - name: r32\n"
         "    base: dsla\n"
-        "    opts: {MODEL.DSLA.REGRESS_RANGES: [[0, 32], [32, 64], [64, 128], [128, 256], [256, .inf]]}\n"
+        "    opts: {MODEL.DSLA.REGRESS_RANGES: [[0, 32], [32, 64], [64, 128], [128, 256], [256, "
+        ".inf]]}\n"
         "  - name: r32-cs\n"
         "    base: r32\n"
         "    opts: [MODEL.DSLA.CENTER_SAMPLING_RADIUS, 1.5]\n"
@@ -126,9 +152,26 @@ def test_spec_file_variants_build_on_earlier_ones(tmp_path):
 
 def test_command_line_selects_and_adds_variants_and_datasets():
     args = argument_parser().parse_args(
-        ["--variants", "fcos,mine", "--variant", "mine=dsla MODEL.DSLA.IOU_ONLY True", "--datasets", "shapes,other",
-         "--dataset-pair", "own", "own_tr", "own_va", "--input-size", "other", "320", "400", "--seeds", "1,2",
-         "SOLVER.BASE_LR", "0.001"]
+        [
+            "--variants",
+            "fcos,mine",
+            "--variant",
+            "mine=dsla MODEL.DSLA.IOU_ONLY True",
+            "--datasets",
+            "shapes,other",
+            "--dataset-pair",
+            "own",
+            "own_tr",
+            "own_va",
+            "--input-size",
+            "other",
+            "320",
+            "400",
+            "--seeds",
+            "1,2",
+            "SOLVER.BASE_LR",
+            "0.001",
+        ]
     )
     assert [v.name for v in variants_from_args(args)] == ["fcos", "mine"]
     assert datasets_from_args(args) == [
@@ -139,18 +182,29 @@ def test_command_line_selects_and_adds_variants_and_datasets():
     assert args.seeds == [1, 2] and args.iters == 1500 and args.opts == ["SOLVER.BASE_LR", "0.001"]
     default = argument_parser().parse_args([])
     assert [v.name for v in variants_from_args(default)] == list(BUILTINS)
-    assert datasets_from_args(default) == [StudyDataset.family("shapes")] and default.seeds == [1, 2, 3]
+    assert datasets_from_args(default) == [StudyDataset.family("shapes")] and default.seeds == [
+        1,
+        2,
+        3,
+    ]
 
 
 def test_runs_point_each_model_at_the_dataset_with_its_own_class_count_key(coco_pair, tmp_path):
     dataset = StudyDataset.family("study_coco", input_size=(96, 128))
     runs = plan_runs(
-        [dataset], [BUILTINS["fcos"], BUILTINS["dsla-no-coupling"]], [1, 2], 7, str(tmp_path / "out"),
-        opts=[("SOLVER.BASE_LR", 0.001)], register_coco=coco_pair,
+        [dataset],
+        [BUILTINS["fcos"], BUILTINS["dsla-no-coupling"]],
+        [1, 2],
+        7,
+        str(tmp_path / "out"),
+        opts=[("SOLVER.BASE_LR", 0.001)],
+        register_coco=coco_pair,
     )
     assert [r.label for r in runs] == [
-        "study_coco/fcos/seed1", "study_coco/dsla-no-coupling/seed1",
-        "study_coco/fcos/seed2", "study_coco/dsla-no-coupling/seed2",
+        "study_coco/fcos/seed1",
+        "study_coco/dsla-no-coupling/seed1",
+        "study_coco/fcos/seed2",
+        "study_coco/dsla-no-coupling/seed2",
     ]
     fcos, dsla = runs[2].build_cfg(), runs[3].build_cfg()
     assert runs[2].output_dir == str(tmp_path / "out" / "study_coco" / "fcos" / "seed2")
@@ -159,7 +213,9 @@ def test_runs_point_each_model_at_the_dataset_with_its_own_class_count_key(coco_
     assert dsla.MODEL.DSLA.NUM_CLASSES == 2 and dsla.MODEL.DSLA.IOU_COUPLING is False
     assert "MODEL.FCOS.NUM_CLASSES" not in dict(runs[3].opts)
     for cfg in (fcos, dsla):
-        assert cfg.DATASETS.TRAIN == ("study_coco_train",) and cfg.DATASETS.TEST == ("study_coco_val",)
+        assert cfg.DATASETS.TRAIN == ("study_coco_train",) and cfg.DATASETS.TEST == (
+            "study_coco_val",
+        )
         assert cfg.SOLVER.MAX_ITER == 7 and cfg.SEED == 2 and cfg.SOLVER.BASE_LR == 0.001
         assert cfg.TEST.SCORE_IOU_EVAL and cfg.TEST.EVAL_PERIOD == 0
         assert cfg.INPUT.MIN_SIZE_TRAIN == (96,) and cfg.INPUT.MAX_SIZE_TEST == 128
@@ -167,27 +223,56 @@ def test_runs_point_each_model_at_the_dataset_with_its_own_class_count_key(coco_
 
 
 def test_a_mistyped_override_fails_when_planned_not_after_hours_of_training(shapes_root, tmp_path):
-    # detectron2 keeps a float key float: 0 (an int) is refused, 0.0 is what the built-in variant uses.
+    # detectron2 keeps a float key float: 0 (an int) is refused, 0.0 is what the built-in variant
+    # uses.
     bad = parse_variant("bad=dsla MODEL.DSLA.INTERVAL_RELAXATION 0", BUILTINS)
     with pytest.raises(ValueError, match="Type mismatch"):
         plan_runs([StudyDataset.family("shapes")], [BUILTINS["dsla"], bad], [1], 5, str(tmp_path))
-    with pytest.raises(AssertionError, match="Non-existent key: MODEL.DSLA.NO_SUCH_KEY"):  # yacs' check
-        plan_runs([StudyDataset.family("shapes")], [Variant("typo", "DSLA/dsla_quickstart_shapes.yaml",
-                                                            (("MODEL.DSLA.NO_SUCH_KEY", 1),))], [1], 5, str(tmp_path))
+    with pytest.raises(
+        AssertionError, match="Non-existent key: MODEL.DSLA.NO_SUCH_KEY"
+    ):  # yacs' check
+        plan_runs(
+            [StudyDataset.family("shapes")],
+            [Variant("typo", "DSLA/dsla_quickstart_shapes.yaml", (("MODEL.DSLA.NO_SUCH_KEY", 1),))],
+            [1],
+            5,
+            str(tmp_path),
+        )
 
 
-def _write_result(out, dataset, variant, seed, ap, pearson, iters=100, minutes=2.0, before_nms=None):
+def _write_result(
+    out, dataset, variant, seed, ap, pearson, iters=100, minutes=2.0, before_nms=None
+):
     run_dir = out / dataset / variant / f"seed{seed}"
     run_dir.mkdir(parents=True)
-    metrics = {"bbox/AP": ap, "bbox/AP50": ap + 20, "bbox/APs": ap - 10, "bbox/APm": ap, "bbox/APl": ap + 5,
-               "score_iou/pearson": pearson, "score_iou/spearman": 0.5, "score_iou/gt_top_score_not_best_iou": 0.25}
-    if before_nms is not None:  # (spearman, top-score-not-best fraction, pair concordance) with NMS disabled
-        for key, value in zip(("spearman", "gt_top_score_not_best_iou", "gt_pair_concordance"), before_nms):
+    metrics = {
+        "bbox/AP": ap,
+        "bbox/AP50": ap + 20,
+        "bbox/APs": ap - 10,
+        "bbox/APm": ap,
+        "bbox/APl": ap + 5,
+        "score_iou/pearson": pearson,
+        "score_iou/spearman": 0.5,
+        "score_iou/gt_top_score_not_best_iou": 0.25,
+    }
+    if (
+        before_nms is not None
+    ):  # (spearman, top-score-not-best fraction, pair concordance) with NMS disabled
+        for key, value in zip(
+            ("spearman", "gt_top_score_not_best_iou", "gt_pair_concordance"), before_nms
+        ):
             metrics["score_iou_before_nms/" + key] = value
-    result = {"dataset": dataset, "variant": variant, "seed": seed, "iterations": iters, "minutes": minutes,
-              "config_file": "DSLA/dsla_quickstart_shapes.yaml", "variant_overrides": [["MODEL.DSLA.IOU_ONLY", True]],
-              "metrics": metrics,
-              "machine": {"platform": "Linux-test", "cpu_count": 2, "torch": "2.x", "device": "cpu"}}
+    result = {
+        "dataset": dataset,
+        "variant": variant,
+        "seed": seed,
+        "iterations": iters,
+        "minutes": minutes,
+        "config_file": "DSLA/dsla_quickstart_shapes.yaml",
+        "variant_overrides": [["MODEL.DSLA.IOU_ONLY", True]],
+        "metrics": metrics,
+        "machine": {"platform": "Linux-test", "cpu_count": 2, "torch": "2.x", "device": "cpu"},
+    }
     (run_dir / "result.json").write_text(json.dumps(result))
 
 
@@ -195,7 +280,9 @@ def test_results_aggregate_to_mean_and_sample_std_over_seeds(tmp_path):
     for seed, ap in zip((1, 2, 3), (40.0, 42.0, 44.0)):
         _write_result(tmp_path, "shapes", "dsla", seed, ap, pearson=0.7 if seed < 3 else math.nan)
     _write_result(tmp_path, "shapes", "fcos", 1, 50.0, 0.9)
-    _write_result(tmp_path, "shapes", "fcos", 2, 10.0, 0.9, iters=500)  # another budget: not in this study
+    _write_result(
+        tmp_path, "shapes", "fcos", 2, 10.0, 0.9, iters=500
+    )  # another budget: not in this study
     _write_result(tmp_path, "other", "dsla", 1, 30.0, 0.8)
 
     results = collect_results(str(tmp_path), iters=100)
@@ -207,7 +294,10 @@ def test_results_aggregate_to_mean_and_sample_std_over_seeds(tmp_path):
     assert dsla["bbox/AP"] == {"mean": 42.0, "std": 2.0, "n": 3}
     assert dsla["bbox/AP50"]["mean"] == 62.0 and dsla["minutes"]["mean"] == 2.0
     # A seed whose figure is undefined (nan) does not make the mean nan; n says how many counted.
-    assert dsla["score_iou/pearson"]["mean"] == pytest.approx(0.7) and dsla["score_iou/pearson"]["n"] == 2
+    assert (
+        dsla["score_iou/pearson"]["mean"] == pytest.approx(0.7)
+        and dsla["score_iou/pearson"]["n"] == 2
+    )
     fcos = summary["shapes"]["fcos"]
     assert fcos["bbox/AP"]["mean"] == 50.0 and math.isnan(fcos["bbox/AP"]["std"])
     assert math.isnan(fcos["bbox/AP75"]["mean"])
@@ -219,22 +309,29 @@ def test_markdown_has_a_table_per_dataset_with_mean_std_and_the_machine(tmp_path
     _write_result(tmp_path, "shapes", "fcos", 1, 50.0, math.nan)
     results = collect_results(str(tmp_path))
     markdown = render_markdown(
-        aggregate(results, ["fcos", "dsla"]), iters=100, machines=[results[0]["machine"]], run_minutes=6.0,
-        wall_minutes=7.5, command="python tools/study.py --iters 100",
+        aggregate(results, ["fcos", "dsla"]),
+        iters=100,
+        machines=[results[0]["machine"]],
+        run_minutes=6.0,
+        wall_minutes=7.5,
+        command="python tools/study.py --iters 100",
     )
     lines = markdown.splitlines()
     header = lines.index("## shapes") + 2
     assert lines[header] == (
-        "| variant | seeds | AP | AP50 | APs | APm | APl | spearman | top-score not best-localized | "
-        "spearman before NMS | top-score not best-localized before NMS | pair concordance before NMS | train min |"
+        "| variant | seeds | AP | AP50 | APs | APm | APl | spearman | top-score not best-localized "
+        "| "
+        "spearman before NMS | top-score not best-localized before NMS | pair concordance before "
+        "NMS | train min |"
     )
     assert lines[header + 1] == "|" + "---|" * 13
     # A run of an earlier version of the study, without the figures before NMS: n/a, not 0.
     assert lines[header + 2] == (
         "| `fcos` | 1 | 50.0 | 70.0 | 40.0 | 50.0 | 55.0 | 0.500 | 0.250 | n/a | n/a | n/a | 2.0 |"
     )
-    assert "| 0.500 ± 0.000 | 0.250 ± 0.000 | 0.500 ± 0.141 | 0.400 ± 0.141 | 0.650 ± 0.071 | 2.0 ± 0.0 |" in (
-        lines[header + 3]
+    assert (
+        "| 0.500 ± 0.000 | 0.250 ± 0.000 | 0.500 ± 0.141 | 0.400 ± 0.141 | 0.650 ± 0.071 | 2.0 ± "
+        "0.0 |" in (lines[header + 3])
     )
     assert lines[header + 3].startswith("| `dsla` | 2 | 42.0 ± 2.8 | 62.0 ± 2.8 | 32.0 ± 2.8 |")
     assert "- `dsla`: `DSLA/dsla_quickstart_shapes.yaml` with `MODEL.DSLA.IOU_ONLY True`" in lines
@@ -251,18 +348,25 @@ def _fake_launcher(calls, fail=()):
         os.makedirs(run.output_dir, exist_ok=True)
         with open(run.result_file, "w") as f:
             json.dump({**run.record(), "metrics": {"bbox/AP": 1.0}, "minutes": 0.1}, f)
+
     return launch
 
 
-def test_finished_runs_are_skipped_and_runs_of_another_budget_or_definition_retrained(shapes_root, tmp_path):
+def test_finished_runs_are_skipped_and_runs_of_another_budget_or_definition_retrained(
+    shapes_root, tmp_path
+):
     variants = [BUILTINS["fcos"], BUILTINS["dsla"]]
     datasets = [StudyDataset.family("shapes")]
     calls = []
-    execute_runs(plan_runs(datasets, variants, [1, 2], 5, str(tmp_path)), launch=_fake_launcher(calls))
+    execute_runs(
+        plan_runs(datasets, variants, [1, 2], 5, str(tmp_path)), launch=_fake_launcher(calls)
+    )
     assert len(calls) == 4
 
     calls.clear()
-    outcome = execute_runs(plan_runs(datasets, variants, [1, 2, 3], 5, str(tmp_path)), launch=_fake_launcher(calls))
+    outcome = execute_runs(
+        plan_runs(datasets, variants, [1, 2, 3], 5, str(tmp_path)), launch=_fake_launcher(calls)
+    )
     assert calls == ["shapes/fcos/seed3", "shapes/dsla/seed3"] and len(outcome["skipped"]) == 4
 
     calls.clear()
@@ -271,13 +375,21 @@ def test_finished_runs_are_skipped_and_runs_of_another_budget_or_definition_retr
 
     calls.clear()
     redefined = parse_variant("dsla=dsla MODEL.DSLA.IOU_ONLY True", BUILTINS)
-    execute_runs(plan_runs(datasets, [redefined], [1], 9, str(tmp_path)), launch=_fake_launcher(calls))
+    execute_runs(
+        plan_runs(datasets, [redefined], [1], 9, str(tmp_path)), launch=_fake_launcher(calls)
+    )
     assert calls == ["shapes/dsla/seed1"]
 
 
-def test_finished_runs_without_figures_before_nms_get_them_if_their_weights_are_kept(shapes_root, tmp_path):
-    runs = plan_runs([StudyDataset.family("shapes")], [BUILTINS["fcos"], BUILTINS["dsla"]], [1], 5, str(tmp_path))
-    execute_runs(runs, launch=_fake_launcher([]))  # results of an earlier version: no figures before NMS
+def test_finished_runs_without_figures_before_nms_get_them_if_their_weights_are_kept(
+    shapes_root, tmp_path
+):
+    runs = plan_runs(
+        [StudyDataset.family("shapes")], [BUILTINS["fcos"], BUILTINS["dsla"]], [1], 5, str(tmp_path)
+    )
+    execute_runs(
+        runs, launch=_fake_launcher([])
+    )  # results of an earlier version: no figures before NMS
     (tmp_path / "shapes" / "dsla" / "seed1" / "model_final.pth").write_bytes(b"weights")
     completed = []
 
@@ -302,11 +414,19 @@ def test_finished_runs_without_figures_before_nms_get_them_if_their_weights_are_
     (tmp_path / "shapes" / "fcos" / "seed1" / "model_final.pth").write_bytes(b"weights")
     outcome = execute_runs(runs, launch=_fake_launcher(calls), complete=broken)
     assert [r.label for r in outcome["failed"]] == ["shapes/fcos/seed1"] and calls == []
-    assert json.loads(open(runs[0].result_file).read())["metrics"] == {"bbox/AP": 1.0}  # the result is kept
+    assert json.loads(open(runs[0].result_file).read())["metrics"] == {
+        "bbox/AP": 1.0
+    }  # the result is kept
 
 
 def test_a_failed_run_is_reported_and_the_study_goes_on_unless_fail_fast(shapes_root, tmp_path):
-    runs = plan_runs([StudyDataset.family("shapes")], [BUILTINS["fcos"], BUILTINS["dsla"]], [1, 2], 5, str(tmp_path))
+    runs = plan_runs(
+        [StudyDataset.family("shapes")],
+        [BUILTINS["fcos"], BUILTINS["dsla"]],
+        [1, 2],
+        5,
+        str(tmp_path),
+    )
     calls = []
     outcome = execute_runs(runs, launch=_fake_launcher(calls, fail={"fcos"}))
     assert len(calls) == 4
@@ -319,21 +439,45 @@ def test_a_failed_run_is_reported_and_the_study_goes_on_unless_fail_fast(shapes_
     assert calls == ["shapes/fcos/seed1"]
 
 
-def test_study_trains_each_run_in_a_child_process_and_writes_table_json_and_plots(shapes_root, tmp_path, monkeypatch):
+def test_study_trains_each_run_in_a_child_process_and_writes_table_json_and_plots(
+    shapes_root, tmp_path, monkeypatch
+):
     # The spawned children inherit the environment: the small shapes copy, one thread each.
     for key, value in shapes_env(shapes_root).items():
         monkeypatch.setenv(key, value)
     out = tmp_path / "study"
-    study = ["--output", str(out), "--datasets", "shapes", "--input-size", "shapes", "64", "64", "--iters", "3",
-             "--seeds", "1", "--device", "cpu"]
+    study = [
+        "--output",
+        str(out),
+        "--datasets",
+        "shapes",
+        "--input-size",
+        "shapes",
+        "64",
+        "64",
+        "--iters",
+        "3",
+        "--seeds",
+        "1",
+        "--device",
+        "cpu",
+    ]
     tiny = [str(item) for pair in TINY for item in pair]
     stale = out / "shapes" / "fcos" / "seed1"  # what a crashed earlier attempt left
     stale.mkdir(parents=True)
     (stale / "metrics.json").write_text('{"iteration": 99, "bbox/AP": 99.0, "stale": 1}\n')
-    status = main(argument_parser().parse_args(
-        [*study, "--variants", "fcos,dsla,broken", "--variant", "broken=dsla MODEL.BACKBONE.NAME no_such_backbone",
-         *tiny]
-    ))
+    status = main(
+        argument_parser().parse_args(
+            [
+                *study,
+                "--variants",
+                "fcos,dsla,broken",
+                "--variant",
+                "broken=dsla MODEL.BACKBONE.NAME no_such_backbone",
+                *tiny,
+            ]
+        )
+    )
     assert status == 1  # a run failed, the others finished and are reported
     assert "no_such_backbone" in (out / "shapes" / "broken" / "seed1" / "error.txt").read_text()
     assert not (out / "shapes" / "broken" / "seed1" / "result.json").exists()
@@ -341,14 +485,22 @@ def test_study_trains_each_run_in_a_child_process_and_writes_table_json_and_plot
     for variant in ("fcos", "dsla"):
         result = json.loads((out / "shapes" / variant / "seed1" / "result.json").read_text())
         assert result["iterations"] == 3 and result["minutes"] > 0
-        expected = {"bbox/AP", "bbox/APs", "score_iou/pearson", "score_iou/gt_top_score_not_best_iou",
-                    "score_iou_before_nms/gt_pair_concordance"}
+        expected = {
+            "bbox/AP",
+            "bbox/APs",
+            "score_iou/pearson",
+            "score_iou/gt_top_score_not_best_iou",
+            "score_iou_before_nms/gt_pair_concordance",
+        }
         assert expected <= set(result["metrics"])
         assert result["metrics"]["score_iou/num_detections"] > 0
-        # The same weights with NMS disabled: every candidate the detections were chosen from, and more.
+        # The same weights with NMS disabled: every candidate the detections were chosen from, and
+        # more.
         before = result["metrics"]["score_iou_before_nms/num_detections"]
         assert before > result["metrics"]["score_iou/num_detections"]
-        assert (out / "shapes" / variant / "seed1" / "inference_before_nms" / "score_iou_pairs.npz").exists()
+        assert (
+            out / "shapes" / variant / "seed1" / "inference_before_nms" / "score_iou_pairs.npz"
+        ).exists()
         assert ["INPUT.MIN_SIZE_TEST", 64] in result["overrides"]
         assert "stale" not in (out / "shapes" / variant / "seed1" / "metrics.json").read_text()
         cfg = (out / "shapes" / variant / "seed1" / "config.yaml").read_text()
@@ -357,15 +509,24 @@ def test_study_trains_each_run_in_a_child_process_and_writes_table_json_and_plot
     assert [(r["variant"], r["seed"]) for r in report["runs"]] == [("dsla", 1), ("fcos", 1)]
     assert list(report["summary"]["shapes"]) == ["fcos", "dsla"]
     markdown = (out / "study.md").read_text()
-    assert "| `fcos` | 1 |" in markdown and "| `dsla` | 1 |" in markdown and "`broken`" not in markdown
+    assert (
+        "| `fcos` | 1 |" in markdown and "| `dsla` | 1 |" in markdown and "`broken`" not in markdown
+    )
     for plot in ("study_ap.png", "study_consistency.png"):
         with Image.open(out / plot) as im:
             assert im.size[0] > 100 and len(set(im.convert("L").getdata())) > 2
 
     # Resumed: nothing finished is trained again.
     calls = []
-    again = run_study([BUILTINS["fcos"], BUILTINS["dsla"]], [StudyDataset.family("shapes", input_size=(64, 64))], [1],
-                      3, str(out), opts=TINY, launch=_fake_launcher(calls))
+    again = run_study(
+        [BUILTINS["fcos"], BUILTINS["dsla"]],
+        [StudyDataset.family("shapes", input_size=(64, 64))],
+        [1],
+        3,
+        str(out),
+        opts=TINY,
+        launch=_fake_launcher(calls),
+    )
     assert calls == [] and len(again["outcome"]["skipped"]) == 2
     # --report-only rebuilds the report from the results alone.
     (out / "study.md").unlink()
@@ -374,7 +535,8 @@ def test_study_trains_each_run_in_a_child_process_and_writes_table_json_and_plot
 
 
 def _alive(pid):
-    """Whether process ``pid`` runs (a zombie, ended but not yet reaped by its new parent, does not)."""
+    """Whether process ``pid`` runs (a zombie, ended but not yet reaped by its new parent, does
+    not)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
@@ -384,23 +546,28 @@ def _alive(pid):
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads process states from /proc (Linux)")
 def test_a_run_does_not_outlive_a_killed_study(tmp_path):
-    (tmp_path / "sleeper.py").write_text(textwrap.dedent("""
+    (tmp_path / "sleeper.py").write_text(
+        textwrap.dedent("""
         import os, time
         def target(run):
             with open(os.path.join(run.output_dir, "pid.tmp"), "w") as f:
                 f.write(str(os.getpid()))
             os.replace(os.path.join(run.output_dir, "pid.tmp"), os.path.join(run.output_dir, "pid"))
             time.sleep(300)
-    """))
-    (tmp_path / "study.py").write_text(textwrap.dedent(f"""
+    """)
+    )
+    (tmp_path / "study.py").write_text(
+        textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(tmp_path)!r})
         import sleeper
         from dsla.study import BUILTIN_VARIANTS, StudyDataset, StudyRun, run_in_subprocess
         if __name__ == "__main__":
-            run = StudyRun(StudyDataset("d", "d_train", "d_val"), BUILTIN_VARIANTS[0], 1, 1, {str(tmp_path)!r}, ())
+            dataset = StudyDataset("d", "d_train", "d_val")
+            run = StudyRun(dataset, BUILTIN_VARIANTS[0], 1, 1, {str(tmp_path)!r}, ())
             run_in_subprocess(run, sleeper.target, orphan_check_period=0.2)
-    """))
+    """)
+    )
     study = subprocess.Popen([sys.executable, str(tmp_path / "study.py")])
     pid_file = tmp_path / "pid"
     deadline = time.time() + 120

@@ -1,4 +1,5 @@
 """dsla.modeling.backbone.swin: timm's Swin Transformer as a detectron2 backbone."""
+
 import math
 
 import pytest
@@ -9,8 +10,9 @@ from torch.nn import functional as F
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone, build_model
 
-from conftest import load_config
 from dsla.modeling.backbone.swin import SwinTransformer, _swin_block_forward
+
+from conftest import load_config
 
 # Swin-T has Swin-S's widths, heads and window with fewer blocks: the same code paths, faster.
 TINY = "swin_tiny_patch4_window7_224"
@@ -31,7 +33,12 @@ def test_outputs_are_nchw_at_strides_4_to_32_for_any_input_size(swin, size):
     assert list(outputs) == list(ALL_STAGES)
     for name, feature in outputs.items():
         stride = shapes[name].stride
-        expected = (2, shapes[name].channels, math.ceil(size[0] / stride), math.ceil(size[1] / stride))
+        expected = (
+            2,
+            shapes[name].channels,
+            math.ceil(size[0] / stride),
+            math.ceil(size[1] / stride),
+        )
         assert tuple(feature.shape) == expected
     assert [shapes[n].stride for n in ALL_STAGES] == [4, 8, 16, 32]
     assert [shapes[n].channels for n in ALL_STAGES] == [96, 192, 384, 768]
@@ -40,7 +47,9 @@ def test_outputs_are_nchw_at_strides_4_to_32_for_any_input_size(swin, size):
 
 def test_matches_timm_where_feature_maps_are_whole_windows(swin):
     # 224 x 448: every stage is a multiple of the 7x7 window, so padding order does not matter.
-    reference = timm.create_model(TINY, num_classes=0, always_partition=True, strict_img_size=False).eval()
+    reference = timm.create_model(
+        TINY, num_classes=0, always_partition=True, strict_img_size=False
+    ).eval()
     reference.load_state_dict(swin.state_dict(), strict=False)
     x = torch.randn(1, 3, 224, 448)
     with torch.no_grad():
@@ -52,8 +61,9 @@ def test_matches_timm_where_feature_maps_are_whole_windows(swin):
 
 
 def test_blocks_pad_to_whole_windows_before_the_cyclic_shift(swin):
-    # The detection Swin (official, mmdetection): normalize, pad with zeros to whole windows, then shift. timm's
-    # own attention is exact on whole windows, so it serves as the reference on the padded map.
+    # The detection Swin (official, mmdetection): normalize, pad with zeros to whole windows, then
+    # shift. timm's own attention is exact on whole windows, so it serves as the reference on the
+    # padded map.
     block = swin.layers[0].blocks[1]
     assert block.shift_size == (3, 3)
     x = torch.randn(1, 10, 12, 96)
@@ -62,12 +72,14 @@ def test_blocks_pad_to_whole_windows_before_the_cyclic_shift(swin):
         attn = block._attn(padded)[:, :10, :12]
         expected = x + attn
         expected = expected + block.mlp(block.norm2(expected))
-        torch.testing.assert_close(_swin_block_forward(block, x, {}), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            _swin_block_forward(block, x, {}), expected, rtol=1e-5, atol=1e-5
+        )
 
 
 def test_the_swin_s_config_builds_with_no_weights_file_anywhere(tmp_path, monkeypatch):
-    # Weights arrive through MODEL.WEIGHTS (DetectionCheckpointer), never while building: an empty working
-    # directory, and any read of a checkpoint fails the test.
+    # Weights arrive through MODEL.WEIGHTS (DetectionCheckpointer), never while building: an empty
+    # working directory, and any read of a checkpoint fails the test.
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(torch, "load", _no_file_read)
     monkeypatch.setattr(timm.models, "load_state_dict", _no_file_read)
@@ -82,7 +94,9 @@ def _no_file_read(*args, **kwargs):
 
 
 def test_an_old_config_naming_pretrained_weights_still_loads():
-    cfg = load_config("configs/DSLA/dsla_Swin_S_FPN_ms_3x.yaml", ["MODEL.SWIN.PRETRAINED_WEIGHTS", "swin.pth"])
+    cfg = load_config(
+        "configs/DSLA/dsla_Swin_S_FPN_ms_3x.yaml", ["MODEL.SWIN.PRETRAINED_WEIGHTS", "swin.pth"]
+    )
     assert "PRETRAINED_WEIGHTS" not in cfg.MODEL.SWIN
 
 

@@ -1,14 +1,14 @@
 """train_net.py end to end on a tiny COCO-format dataset written by the test."""
+
 import json
 import os
 
 import pytest
 import torch
 
-from conftest import REPO_ROOT, write_coco_dataset
-
 from dsla.engine import default_argument_parser, main
 
+from conftest import REPO_ROOT, write_coco_dataset
 
 CONFIGS = ["configs/DSLA/dsla_R_50_FPN_1x.yaml", "configs/DSLA/dsla_quickstart_shapes.yaml"]
 
@@ -16,25 +16,45 @@ CONFIGS = ["configs/DSLA/dsla_R_50_FPN_1x.yaml", "configs/DSLA/dsla_quickstart_s
 def _args(tmp_path, name, config, extra_opts=(), extra_args=()):
     json_path, image_root = write_coco_dataset(str(tmp_path / "data"), num_images=4)
     argv = [
-        "--config-file", os.path.join(REPO_ROOT, config),
-        "--register-coco", name, json_path, image_root,
+        "--config-file",
+        os.path.join(REPO_ROOT, config),
+        "--register-coco",
+        name,
+        json_path,
+        image_root,
         *extra_args,
-        "MODEL.DEVICE", "cpu",
-        "MODEL.WEIGHTS", "",
-        "MODEL.DSLA.NUM_CLASSES", "2",
-        "MODEL.DSLA.SCORE_THRESH_TEST", "0.0",
-        "DATASETS.TRAIN", f"('{name}',)",
-        "DATASETS.TEST", f"('{name}',)",
-        "INPUT.MIN_SIZE_TRAIN", "(96,)",
-        "INPUT.MAX_SIZE_TRAIN", "128",
-        "INPUT.MIN_SIZE_TEST", "96",
-        "INPUT.MAX_SIZE_TEST", "128",
-        "SOLVER.IMS_PER_BATCH", "2",
-        "SOLVER.MAX_ITER", "3",
-        "SOLVER.STEPS", "(2,)",
-        "SOLVER.WARMUP_ITERS", "1",
-        "DATALOADER.NUM_WORKERS", "0",
-        "OUTPUT_DIR", str(tmp_path / "out"),
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.WEIGHTS",
+        "",
+        "MODEL.DSLA.NUM_CLASSES",
+        "2",
+        "MODEL.DSLA.SCORE_THRESH_TEST",
+        "0.0",
+        "DATASETS.TRAIN",
+        f"('{name}',)",
+        "DATASETS.TEST",
+        f"('{name}',)",
+        "INPUT.MIN_SIZE_TRAIN",
+        "(96,)",
+        "INPUT.MAX_SIZE_TRAIN",
+        "128",
+        "INPUT.MIN_SIZE_TEST",
+        "96",
+        "INPUT.MAX_SIZE_TEST",
+        "128",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.MAX_ITER",
+        "3",
+        "SOLVER.STEPS",
+        "(2,)",
+        "SOLVER.WARMUP_ITERS",
+        "1",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "OUTPUT_DIR",
+        str(tmp_path / "out"),
         *extra_opts,
     ]
     return default_argument_parser().parse_args(argv)
@@ -57,6 +77,8 @@ def test_train_then_evaluate_a_registered_coco_dataset(tmp_path, config):
     assert (out / "inference" / name / "coco_instances_results.json").is_file()
 
     # --eval-only loads the trained weights and evaluates again with the same result.
-    args = _args(tmp_path, name, config, ["MODEL.WEIGHTS", str(out / "model_final.pth")], ["--eval-only"])
+    args = _args(
+        tmp_path, name, config, ["MODEL.WEIGHTS", str(out / "model_final.pth")], ["--eval-only"]
+    )
     again = main(args)
     assert again["bbox"]["AP"] == pytest.approx(evaluated[0]["bbox/AP"], nan_ok=True)

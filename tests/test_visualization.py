@@ -1,4 +1,6 @@
-"""dsla.visualization: small images drawn enlarged with readable labels, and one contact sheet of all pictures."""
+"""dsla.visualization: small images drawn enlarged with readable labels, and one contact sheet of
+all pictures."""
+
 import numpy as np
 import pytest
 import torch
@@ -59,7 +61,9 @@ def test_boxes_and_labels_land_on_the_enlarged_objects(metadata):
     image = np.full((160, 160, 3), 128, dtype=np.uint8)
     ground_truth = [{"bbox": [40, 40, 60, 60], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}]
     detections = _detections([[40, 40, 100, 100], [110, 110, 150, 150]], [0.9, 0.2], [0, 1])
-    drawn = draw_ground_truth_and_detections(image, ground_truth, detections, metadata, threshold=0.3)
+    drawn = draw_ground_truth_and_detections(
+        image, ground_truth, detections, metadata, threshold=0.3
+    )
     blank = draw_ground_truth_and_detections(image, [], NOTHING, metadata, threshold=0.3)
     title_height = drawn.shape[0] - 480
     changed = (np.abs(drawn.astype(int) - blank.astype(int)).sum(axis=2) > 30)[title_height:]
@@ -71,7 +75,8 @@ def test_boxes_and_labels_land_on_the_enlarged_objects(metadata):
         assert abs(xs.min() - 120) <= 4 and abs(xs.max() - 300) <= 4
         left_edge = panel[130:290, 116:125].any(axis=1)
         assert left_edge.all()
-        # The label sits on the box's top-left corner, a small part of the box, in text large enough to read.
+        # The label sits on the box's top-left corner, a small part of the box, in text large enough
+        # to read.
         label = panel[125:295, 125:295]
         ys, xs = np.nonzero(label)
         assert ys.min() <= 2 and xs.min() <= 2
@@ -89,13 +94,19 @@ def test_boxes_and_labels_land_on_the_enlarged_objects(metadata):
 def test_contact_sheet_holds_every_picture_on_a_grid(num_images, columns, rows):
     pictures = [np.full((100, 200, 3), i, dtype=np.uint8) for i in range(num_images)]
     sheet = contact_sheet(pictures, max_width=4000)
-    assert sheet.shape == (rows * 100 + (rows + 1) * SHEET_GAP, columns * 200 + (columns + 1) * SHEET_GAP, 3)
+    assert sheet.shape == (
+        rows * 100 + (rows + 1) * SHEET_GAP,
+        columns * 200 + (columns + 1) * SHEET_GAP,
+        3,
+    )
     for i, picture in enumerate(pictures):
         y = SHEET_GAP + (i // columns) * (100 + SHEET_GAP)
         x = SHEET_GAP + (i % columns) * (200 + SHEET_GAP)
         np.testing.assert_array_equal(sheet[y : y + 100, x : x + 200], picture)
     # Cells without a picture stay white.
-    assert (sheet[-SHEET_GAP - 100 :, -SHEET_GAP - 200 :] == 255).all() == (num_images % columns != 0)
+    assert (sheet[-SHEET_GAP - 100 :, -SHEET_GAP - 200 :] == 255).all() == (
+        num_images % columns != 0
+    )
 
 
 def test_contact_sheet_of_many_large_pictures_stays_within_the_width_bound():

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """
-Does the score track the IoU? Score-vs-IoU consistency of trained detectors, side by side (spec section 7).
+Does the score track the IoU? Score-vs-IoU consistency of trained detectors, side by side (spec
+section 7).
 
     python tools/analyze_consistency.py --dataset coco_2017_val --output output/consistency \\
         --model DSLA configs/DSLA/dsla_R_50_FPN_1x.yaml dsla.pth \\
@@ -10,18 +11,23 @@ Does the score track the IoU? Score-vs-IoU consistency of trained detectors, sid
         --pairs DSLA output/consistency/DSLA/score_iou_pairs.npz \\
         --pairs FCOS output/consistency/FCOS/score_iou_pairs.npz
 
-Each model runs on the dataset with ``ScoreIoUEvaluator``, which saves its (score, IoU, class) pairs to
+Each model runs on the dataset with ``ScoreIoUEvaluator``, which saves its (score, IoU, class) pairs
+to
 ``OUTPUT/NAME/score_iou_pairs.npz``. Written to ``--output``:
 
-- ``score_vs_iou.png``: one density plot (hexbin, log counts) of score against IoU per model, side by side;
-- ``consistency.png``: bar charts of the Pearson and Spearman correlations (detections with IoU >= 0.5), the
-  fraction of ground truths whose top-scored detection is not the best-localized one, and the top-k mean IoU;
+- ``score_vs_iou.png``: one density plot (hexbin, log counts) of score against IoU per model, side
+  by side;
+- ``consistency.png``: bar charts of the Pearson and Spearman correlations (detections with IoU >=
+  0.5), the fraction of ground truths whose top-scored detection is not the best-localized one, and
+  the top-k mean IoU;
 - ``summary.json``: those figures per model (null where undefined).
 
-Trailing ``KEY VALUE`` pairs override every model's config, e.g. ``MODEL.DEVICE cpu``. The models' outputs are
-after NMS; to look at the detections NMS would remove, add ``MODEL.DSLA.NMS_THRESH_TEST 1.0`` (DSLA) or
-``MODEL.FCOS.NMS_THRESH_TEST 1.0`` (FCOS baseline) and a larger ``TEST.DETECTIONS_PER_IMAGE``.
+Trailing ``KEY VALUE`` pairs override every model's config, e.g. ``MODEL.DEVICE cpu``. The models'
+outputs are after NMS; to look at the detections NMS would remove, add ``MODEL.DSLA.NMS_THRESH_TEST
+1.0`` (DSLA) or ``MODEL.FCOS.NMS_THRESH_TEST 1.0`` (FCOS baseline) and a larger
+``TEST.DETECTIONS_PER_IMAGE``.
 """
+
 import argparse
 import json
 import logging
@@ -49,7 +55,8 @@ logger = logging.getLogger("dsla")
 
 
 def run_model(config_file, weights, dataset_name, output_dir, opts, *, iou_threshold, topk):
-    """Run one model on the dataset with :class:`ScoreIoUEvaluator`; return the path of its saved pairs."""
+    """Run one model on the dataset with :class:`ScoreIoUEvaluator`; return the path of its saved
+    pairs."""
     cfg = get_dsla_cfg(config_file, [*opts, "MODEL.WEIGHTS", weights], freeze=True)
 
     model = build_model(cfg)
@@ -66,12 +73,21 @@ def plot_score_vs_iou(pairs_by_model, summaries, iou_threshold, path):
     for ax, (name, pairs) in zip(axes[0], pairs_by_model.items()):
         if len(pairs["scores"]):
             density = ax.hexbin(
-                pairs["ious"], pairs["scores"], gridsize=40, extent=(0, 1, 0, 1), bins="log", mincnt=1, cmap="viridis"
+                pairs["ious"],
+                pairs["scores"],
+                gridsize=40,
+                extent=(0, 1, 0, 1),
+                bins="log",
+                mincnt=1,
+                cmap="viridis",
             )
             fig.colorbar(density, ax=ax, label="detections (log)")
         ax.axvline(iou_threshold, color="0.5", linestyle="--", linewidth=1)
         summary = summaries[name]
-        ax.set_title(f"{name}\npearson {summary['pearson']:.3f}, spearman {summary['spearman']:.3f}", fontsize=10)
+        ax.set_title(
+            f"{name}\npearson {summary['pearson']:.3f}, spearman {summary['spearman']:.3f}",
+            fontsize=10,
+        )
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("IoU with the matched ground truth")
@@ -84,7 +100,10 @@ def plot_score_vs_iou(pairs_by_model, summaries, iou_threshold, path):
 def plot_consistency(summaries, iou_threshold, topk, path):
     """Grouped bars per model: the correlations, and the ranking figures."""
     panels = [
-        (f"score-IoU correlation (IoU >= {iou_threshold:g})", {"pearson": "Pearson", "spearman": "Spearman"}),
+        (
+            f"score-IoU correlation (IoU >= {iou_threshold:g})",
+            {"pearson": "Pearson", "spearman": "Spearman"},
+        ),
         (
             "ranking",
             {
@@ -102,8 +121,12 @@ def plot_consistency(summaries, iou_threshold, topk, path):
         x = np.arange(len(keys))
         for i, name in enumerate(names):
             values = [summaries[name][k] for k in keys]
-            bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, np.nan_to_num(values), width, label=name)
-            ax.bar_label(bars, labels=["n/a" if math.isnan(v) else f"{v:.3f}" for v in values], fontsize=8)
+            bars = ax.bar(
+                x + (i - (len(names) - 1) / 2) * width, np.nan_to_num(values), width, label=name
+            )
+            ax.bar_label(
+                bars, labels=["n/a" if math.isnan(v) else f"{v:.3f}" for v in values], fontsize=8
+            )
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(x, list(labels.values()))
         ax.set_title(title, fontsize=10)
@@ -146,15 +169,20 @@ def main(args):
         )
         for name, pairs in pairs_by_model.items()
     }
-    plot_score_vs_iou(pairs_by_model, summaries, args.iou_threshold, os.path.join(args.output, "score_vs_iou.png"))
-    plot_consistency(summaries, args.iou_threshold, args.topk, os.path.join(args.output, "consistency.png"))
+    plot_score_vs_iou(
+        pairs_by_model, summaries, args.iou_threshold, os.path.join(args.output, "score_vs_iou.png")
+    )
+    plot_consistency(
+        summaries, args.iou_threshold, args.topk, os.path.join(args.output, "consistency.png")
+    )
 
     summary_json = {
         "dataset": args.dataset,
         "iou_threshold": args.iou_threshold,
         "pairs": pair_files,
         "models": {
-            name: {k: None if math.isnan(v) else v for k, v in summary.items()} for name, summary in summaries.items()
+            name: {k: None if math.isnan(v) else v for k, v in summary.items()}
+            for name, summary in summaries.items()
         },
     }
     with open(os.path.join(args.output, "summary.json"), "w") as f:
@@ -166,7 +194,9 @@ def main(args):
 
 
 def argument_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--model",
         nargs=3,
@@ -185,15 +215,21 @@ def argument_parser():
     )
     parser.add_argument("--dataset", help="registered dataset to run the models on")
     add_register_coco_argument(parser)
-    parser.add_argument("--output", required=True, help="directory for the plots, summary.json and pairs")
-    parser.add_argument("--iou-threshold", type=float, default=0.5, help="IoU from which a detection is matched")
+    parser.add_argument(
+        "--output", required=True, help="directory for the plots, summary.json and pairs"
+    )
+    parser.add_argument(
+        "--iou-threshold", type=float, default=0.5, help="IoU from which a detection is matched"
+    )
     parser.add_argument(
         "--topk",
         type=lambda s: [int(k) for k in s.split(",")],
         default=[10, 100],
         help="comma-separated k of the per-image top-k mean IoU (default: 10,100)",
     )
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for every model")
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for every model"
+    )
     return parser
 
 

@@ -1,30 +1,37 @@
 #!/usr/bin/env python
 """
-Speed and memory of DSLA against detectron2's FCOS on the same backbone, and of the DSLA label assignment.
+Speed and memory of DSLA against detectron2's FCOS on the same backbone, and of the DSLA label
+assignment.
 
-    python tools/benchmark.py                       # full benchmark on the CPU (and CUDA if available)
-    python tools/benchmark.py --devices cuda --reps 10
+    python tools/benchmark.py                       # full benchmark on the CPU (and CUDA if
+    available) python tools/benchmark.py --devices cuda --reps 10
     python tools/benchmark.py --quick               # seconds; for tests
     python tools/benchmark.py --parts export --reps 10 --output output/export_latency.json
 
 Four parts, each printed as a table and written to ``--output`` as JSON:
 
 1. ``models``: training step (forward + backward) and inference of DSLA R-50-FPN and FCOS R-50-FPN
-   (``configs/DSLA/dsla_R_50_FPN_1x.yaml``, ``configs/FCOS-Baseline/fcos_R_50_FPN_1x.yaml``, random weights)
-   on the same inputs, alternating DSLA and FCOS runs; medians over ``--reps`` runs after one warm-up, and the
-   peak memory each run adds.
-2. ``assignment``: time and peak extra memory of ``smooth_label_targets`` on the points of one image against
+   (``configs/DSLA/dsla_R_50_FPN_1x.yaml``, ``configs/FCOS-Baseline/fcos_R_50_FPN_1x.yaml``, random
+   weights) on the same inputs, alternating DSLA and FCOS runs; medians over ``--reps`` runs after
+   one warm-up, and the peak memory each run adds.
+2. ``assignment``: time and peak extra memory of ``smooth_label_targets`` on the points of one image
+  against
    the number of ground-truth boxes, each measured in a fresh process.
-3. ``profile``: where a DSLA training step spends its time: backbone, head, label assignment, losses, backward,
+3. ``profile``: where a DSLA training step spends its time: backbone, head, label assignment,
+  losses, backward,
    and inference post-processing.
-4. ``export`` (only when asked for): CPU latency of one ``--export-size`` image through the quick-start and the
-   R-50 model (random weights), eager, traced to TorchScript, and exported to ONNX and run by onnxruntime with
-   as many threads as torch; medians over ``--reps`` runs after two warm-ups (TorchScript optimizes the graph
-   during its first runs). Each row also says whether the exported model's detections match the eager model's.
+4. ``export`` (only when asked for): CPU latency of one ``--export-size`` image through the
+  quick-start and the
+   R-50 model (random weights), eager, traced to TorchScript, and exported to ONNX and run by
+   onnxruntime with as many threads as torch; medians over ``--reps`` runs after two warm-ups
+   (TorchScript optimizes the graph during its first runs). Each row also says whether the exported
+   model's detections match the eager model's.
 
-Peak memory is CUDA's ``max_memory_allocated`` on GPUs; on the CPU, the process's peak resident memory
-(``VmHWM``, reset before each run through ``/proc/self/clear_refs``) minus its resident memory before the run.
+Peak memory is CUDA's ``max_memory_allocated`` on GPUs; on the CPU, the process's peak resident
+memory (``VmHWM``, reset before each run through ``/proc/self/clear_refs``) minus its resident
+memory before the run.
 """
+
 import argparse
 import json
 import logging
@@ -44,7 +51,14 @@ from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
 
 from dsla import get_dsla_cfg, smooth_label_targets
-from dsla.export import FORMATS, ExportedModel, compare_detections, eager_detections, export_model, measure_latency
+from dsla.export import (
+    FORMATS,
+    ExportedModel,
+    compare_detections,
+    eager_detections,
+    export_model,
+    measure_latency,
+)
 from dsla.label_assignment import level_points
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,7 +72,8 @@ RANGES = ((0, 64), (64, 128), (128, 256), (256, 512), (512, math.inf))
 logger = logging.getLogger("dsla.benchmark")
 
 
-# ---------------------------------------------------------------------------------------------- measurement
+# ----------------------------------------------------------------------------------------------
+# measurement
 
 
 def _proc_status_kb(field):
@@ -100,13 +115,18 @@ def _median(runs, key):
     return statistics.median(r[key] for r in runs)
 
 
-# ----------------------------------------------------------------------------------------------- inputs
+# -----------------------------------------------------------------------------------------------
+# inputs
 
 
 def _random_instances(height, width, num_boxes, num_classes, generator):
     xy = torch.rand(num_boxes, 2, generator=generator) * torch.tensor([width * 0.8, height * 0.8])
-    wh = (torch.rand(num_boxes, 2, generator=generator) * 0.5 + 0.02) * torch.tensor([width, height])
-    boxes = torch.cat([xy, torch.minimum(xy + wh, torch.tensor([width - 1.0, height - 1.0]))], dim=1)
+    wh = (torch.rand(num_boxes, 2, generator=generator) * 0.5 + 0.02) * torch.tensor(
+        [width, height]
+    )
+    boxes = torch.cat(
+        [xy, torch.minimum(xy + wh, torch.tensor([width - 1.0, height - 1.0]))], dim=1
+    )
     inst = Instances((height, width))
     inst.gt_boxes = Boxes(boxes)
     inst.gt_classes = torch.randint(0, num_classes, (num_boxes,), generator=generator)
@@ -127,12 +147,15 @@ def make_batch(height, width, batch_size, num_boxes=10, num_classes=80, seed=0):
 
 
 def build(name, device):
-    cfg = get_dsla_cfg(os.path.join(REPO_ROOT, CONFIGS[name]), ["MODEL.DEVICE", device, "MODEL.WEIGHTS", ""])
+    cfg = get_dsla_cfg(
+        os.path.join(REPO_ROOT, CONFIGS[name]), ["MODEL.DEVICE", device, "MODEL.WEIGHTS", ""]
+    )
     torch.manual_seed(0)
     return build_model(cfg)
 
 
-# ------------------------------------------------------------------------------------------------ parts
+# ------------------------------------------------------------------------------------------------
+# parts
 
 
 def train_step(model, batch):
@@ -158,13 +181,21 @@ def benchmark_models(device, sizes, batch_sizes, reps):
             for mode, fn in (("train", train_step), ("inference", inference)):
                 runs = {name: [] for name in models}
                 for rep in range(reps + 1):
-                    for name, model in models.items():  # alternate the models within each repetition
+                    for (
+                        name,
+                        model,
+                    ) in models.items():  # alternate the models within each repetition
                         result = {}
                         with measure(device, result):
                             fn(model, batch)
                         if rep > 0:  # the first repetition warms up
                             runs[name].append(result)
-                row = {"device": device, "size": f"{height}x{width}", "batch": batch_size, "mode": mode}
+                row = {
+                    "device": device,
+                    "size": f"{height}x{width}",
+                    "batch": batch_size,
+                    "mode": mode,
+                }
                 for name, r in runs.items():
                     row[f"{name}_s"] = _median(r, "seconds")
                     row[f"{name}_peak_mb"] = _median(r, "peak_mb")
@@ -178,10 +209,14 @@ def _points_of_image(height, width, device):
     """Points, strides and regress ranges of the P3-P7 levels of a ``height x width`` input."""
     points, strides, ranges = [], [], []
     for stride, (lo, hi) in zip(STRIDES, RANGES):
-        p = level_points(math.ceil(height / stride), math.ceil(width / stride), stride, 0.0, device=device)
+        p = level_points(
+            math.ceil(height / stride), math.ceil(width / stride), stride, 0.0, device=device
+        )
         points.append(p)
         strides.append(torch.full((len(p),), float(stride), device=device))
-        ranges.append(torch.tensor([[lo, hi]], dtype=torch.float32, device=device).expand(len(p), 2))
+        ranges.append(
+            torch.tensor([[lo, hi]], dtype=torch.float32, device=device).expand(len(p), 2)
+        )
     return torch.cat(points), torch.cat(strides), torch.cat(ranges)
 
 
@@ -195,12 +230,14 @@ def _assignment_worker(device, height, width, num_boxes, reps, queue):
         with measure(device, result):
             smooth_label_targets(points, strides, ranges, boxes, classes, 80)
         runs.append(result)
-    # Time: median after the warm-up run. Memory: the largest, which is the first run's in a fresh process.
+    # Time: median after the warm-up run. Memory: the largest, which is the first run's in a fresh
+    # process.
     queue.put({"seconds": _median(runs[1:], "seconds"), "peak_mb": max(r["peak_mb"] for r in runs)})
 
 
 def benchmark_assignment(device, size, box_counts, reps):
-    """Each box count in a fresh process, so that memory freed by an earlier run does not hide this one's."""
+    """Each box count in a fresh process, so that memory freed by an earlier run does not hide this
+    one's."""
     ctx = mp.get_context("spawn")
     rows = []
     for num_boxes in box_counts:
@@ -242,23 +279,32 @@ def profile_dsla_step(device, size, batch_size, reps):
             gt = [x["instances"].to(device) for x in batch]
             with measure(device, t.setdefault("assignment", {})):
                 labels = generator.label_points(points, gt)
-            # losses() labels the points itself: given the labels just made, it is timed without the assignment
-            # (a difference of two noisy medians can come out negative).
+            # losses() labels the points itself: given the labels just made, it is timed without the
+            # assignment (a difference of two noisy medians can come out negative).
             with mock.patch.object(generator, "label_points", return_value=labels):
                 with measure(device, t.setdefault("losses", {})):
                     losses = generator.losses(points, logits, distances, gt)
             with measure(device, t.setdefault("backward", {})):
                 sum(losses.values()).backward()
             with measure(device, t.setdefault("post-processing", {})), torch.no_grad():
-                generator.inference(points, [x.detach() for x in logits], [x.detach() for x in distances],
-                                    images.image_sizes)
+                generator.inference(
+                    points,
+                    [x.detach() for x in logits],
+                    [x.detach() for x in distances],
+                    images.image_sizes,
+                )
         model.zero_grad(set_to_none=True)
         if rep > 0:
             for s in stages:
                 times[s].append(t[s]["seconds"])
     med = {s: statistics.median(v) for s, v in times.items()}
     total = sum(med[s] for s in stages if s != "post-processing")
-    row = {"device": device, "size": f"{size[0]}x{size[1]}", "batch": batch_size, "train_step_s": total}
+    row = {
+        "device": device,
+        "size": f"{size[0]}x{size[1]}",
+        "batch": batch_size,
+        "train_step_s": total,
+    }
     row.update({f"{s}_s": med[s] for s in stages})
     row.update({f"{s}_pct": 100 * med[s] / total for s in stages if s != "post-processing"})
     logger.info(json.dumps(row))
@@ -266,7 +312,8 @@ def profile_dsla_step(device, size, batch_size, reps):
 
 
 def benchmark_export(names, size, reps, output_dir, score_thresh=None):
-    """Eager vs TorchScript vs onnxruntime latency of one image on the CPU, for the ``EXPORT_CONFIGS`` named."""
+    """Eager vs TorchScript vs onnxruntime latency of one image on the CPU, for the
+    ``EXPORT_CONFIGS`` named."""
     height, width = size
     image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(0)) * 255
     threads = torch.get_num_threads()
@@ -285,18 +332,21 @@ def benchmark_export(names, size, reps, output_dir, score_thresh=None):
             "threads": threads,
             "score_thresh": cfg.MODEL.DSLA.SCORE_THRESH_TEST,
             "detections": len(expected["scores"]),
-            "eager_s": measure_latency(lambda: eager_detections(model, image), reps, warmup=2),
+            "eager_s": measure_latency(lambda m=model: eager_detections(m, image), reps, warmup=2),
         }
         for fmt in sorted(FORMATS):
-            exported = ExportedModel(export_model(model, image, fmt, os.path.join(output_dir, name)), threads)
-            row[f"{fmt}_s"] = measure_latency(lambda: exported(image), reps, warmup=2)
+            exported = ExportedModel(
+                export_model(model, image, fmt, os.path.join(output_dir, name)), threads
+            )
+            row[f"{fmt}_s"] = measure_latency(lambda e=exported: e(image), reps, warmup=2)
             row[f"{fmt}_matches_eager"] = compare_detections(expected, exported(image)) is None
         rows.append(row)
         logger.info(json.dumps(row))
     return rows
 
 
-# --------------------------------------------------------------------------------------------- reporting
+# ---------------------------------------------------------------------------------------------
+# reporting
 
 
 def format_table(rows, columns):
@@ -311,21 +361,43 @@ def format_table(rows, columns):
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda if available")
-    parser.add_argument("--sizes", nargs="+", default=["512x640", "800x1333"], help="HxW of the model inputs")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--devices", nargs="+", default=None, help="default: cpu, and cuda if available"
+    )
+    parser.add_argument(
+        "--sizes", nargs="+", default=["512x640", "800x1333"], help="HxW of the model inputs"
+    )
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--reps", type=int, default=3, help="timed runs after one warm-up")
     parser.add_argument("--box-counts", nargs="+", type=int, default=[10, 100, 1000, 3000])
     parser.add_argument("--assignment-size", default="800x1333")
-    parser.add_argument("--parts", nargs="+", default=["models", "assignment", "profile"],
-                        choices=["models", "assignment", "profile", "export"])
-    parser.add_argument("--export-size", default="800x1333", help="HxW of the input in the export part")
-    parser.add_argument("--export-models", nargs="+", default=list(EXPORT_CONFIGS), choices=list(EXPORT_CONFIGS))
-    parser.add_argument("--export-score-thresh", type=float, default=None,
-                        help="MODEL.DSLA.SCORE_THRESH_TEST in the export part (default: the configs' value)")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and one repetition (for tests)")
-    parser.add_argument("--output", default="output/benchmark.json", help="JSON file for the results")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        default=["models", "assignment", "profile"],
+        choices=["models", "assignment", "profile", "export"],
+    )
+    parser.add_argument(
+        "--export-size", default="800x1333", help="HxW of the input in the export part"
+    )
+    parser.add_argument(
+        "--export-models", nargs="+", default=list(EXPORT_CONFIGS), choices=list(EXPORT_CONFIGS)
+    )
+    parser.add_argument(
+        "--export-score-thresh",
+        type=float,
+        default=None,
+        help="MODEL.DSLA.SCORE_THRESH_TEST in the export part (default: the configs' value)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes and one repetition (for tests)"
+    )
+    parser.add_argument(
+        "--output", default="output/benchmark.json", help="JSON file for the results"
+    )
     return parser
 
 
@@ -362,26 +434,75 @@ def main(argv=None):
                 device, _hw(args.assignment_size), args.box_counts, args.reps
             )
         if "profile" in args.parts:
-            report["profile"] += profile_dsla_step(device, sizes[-1], args.batch_sizes[0], args.reps)
+            report["profile"] += profile_dsla_step(
+                device, sizes[-1], args.batch_sizes[0], args.reps
+            )
     if "export" in args.parts:
         export_dir = os.path.join(os.path.dirname(os.path.abspath(args.output)), "export_benchmark")
         report["export"] = benchmark_export(
-            args.export_models, _hw(args.export_size), args.reps, export_dir, args.export_score_thresh
+            args.export_models,
+            _hw(args.export_size),
+            args.reps,
+            export_dir,
+            args.export_score_thresh,
         )
 
     if report["models"]:
-        print(format_table(report["models"], ["device", "size", "batch", "mode", "DSLA_s", "FCOS_s",
-                                              "DSLA/FCOS_time", "DSLA_peak_mb", "FCOS_peak_mb"]))
+        print(
+            format_table(
+                report["models"],
+                [
+                    "device",
+                    "size",
+                    "batch",
+                    "mode",
+                    "DSLA_s",
+                    "FCOS_s",
+                    "DSLA/FCOS_time",
+                    "DSLA_peak_mb",
+                    "FCOS_peak_mb",
+                ],
+            )
+        )
     if report["assignment"]:
-        print(format_table(report["assignment"], ["device", "size", "num_points", "num_boxes", "seconds",
-                                                  "peak_mb"]))
+        print(
+            format_table(
+                report["assignment"],
+                ["device", "size", "num_points", "num_boxes", "seconds", "peak_mb"],
+            )
+        )
     if report["profile"]:
         stages = ["backbone", "head", "assignment", "losses", "backward"]
-        print(format_table(report["profile"], ["device", "size", "batch", "train_step_s",
-                                               *[f"{s}_pct" for s in stages], "post-processing_s"]))
+        print(
+            format_table(
+                report["profile"],
+                [
+                    "device",
+                    "size",
+                    "batch",
+                    "train_step_s",
+                    *[f"{s}_pct" for s in stages],
+                    "post-processing_s",
+                ],
+            )
+        )
     if report["export"]:
-        print(format_table(report["export"], ["model", "size", "threads", "detections", "eager_s", "torchscript_s",
-                                              "onnx_s", "torchscript_matches_eager", "onnx_matches_eager"]))
+        print(
+            format_table(
+                report["export"],
+                [
+                    "model",
+                    "size",
+                    "threads",
+                    "detections",
+                    "eager_s",
+                    "torchscript_s",
+                    "onnx_s",
+                    "torchscript_matches_eager",
+                    "onnx_matches_eager",
+                ],
+            )
+        )
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(report, f, indent=2)

@@ -7,26 +7,31 @@ Convert the DSLA authors' mmdetection 2.x checkpoints to this project's detectro
     python train_net.py --config-file configs/DSLA/dsla_R_101_DCN_FPN_ms_2x.yaml --eval-only \\
         MODEL.WEIGHTS dsla_R_101_DCN_FPN_ms_2x.pth
 
-The config builds the target model (on the CPU, without loading weights); every key of the checkpoint that finds
-no place in it, and every parameter of the model that the checkpoint leaves unset, is reported. ``--strict`` makes
-either an error. The output, ``{"model": state_dict, "__author__": ...}``, loads with detectron2's
-``DetectionCheckpointer`` (``MODEL.WEIGHTS``). The key mapping is in :mod:`dsla.checkpoint.convert_mmdet`.
+The config builds the target model (on the CPU, without loading weights); every key of the
+checkpoint that finds no place in it, and every parameter of the model that the checkpoint leaves
+unset, is reported. ``--strict`` makes either an error. The output, ``{"model": state_dict,
+"__author__": ...}``, loads with detectron2's ``DetectionCheckpointer`` (``MODEL.WEIGHTS``). The key
+mapping is in :mod:`dsla.checkpoint.convert_mmdet`.
 
-A checkpoint without ``backbone.`` / ``neck.`` / ``bbox_head.`` keys is an ImageNet backbone (torchvision's
-``resnet101``, mmdetection's ``resnext101_64x4d``): it is converted into the backbone, for ``MODEL.WEIGHTS`` at the
-start of training; the neck and head are then reported as missing, as they should be.
+A checkpoint without ``backbone.`` / ``neck.`` / ``bbox_head.`` keys is an ImageNet backbone
+(torchvision's ``resnet101``, mmdetection's ``resnext101_64x4d``): it is converted into the
+backbone, for ``MODEL.WEIGHTS`` at the start of training; the neck and head are then reported as
+missing, as they should be.
 
-Inputs of the released models, from the authors' training logs (the configs here set them); a converted
+Inputs of the released models, from the authors' training logs (the configs here set them); a
+converted
 checkpoint gives wrong boxes under any other input normalization:
 
-- R-50 1x (``dsla_R_50_FPN_1x.yaml``): BGR; pixel mean 102.9801, 115.9465, 122.7717; std 1, 1, 1 (caffe style:
-  ``STRIDE_IN_1X1: True``, ``FrozenBN``).
-- R-101 DCN 2x, X-101-64x4d DCN 2x (``dsla_R_101_DCN_FPN_ms_2x.yaml``, ``dsla_X_101_64x4d_DCN_FPN_ms_2x.yaml``)
-  and Swin-S 3x (``dsla_Swin_S_FPN_ms_3x.yaml``): RGB; pixel mean 123.675, 116.28, 103.53; std 58.395, 57.12,
-  57.375 (the ResNets pytorch style: ``STRIDE_IN_1X1: False``).
+- R-50 1x (``dsla_R_50_FPN_1x.yaml``): BGR; pixel mean 102.9801, 115.9465, 122.7717; std 1, 1, 1
+  (caffe style: ``STRIDE_IN_1X1: True``, ``FrozenBN``).
+- R-101 DCN 2x, X-101-64x4d DCN 2x (``dsla_R_101_DCN_FPN_ms_2x.yaml``,
+  ``dsla_X_101_64x4d_DCN_FPN_ms_2x.yaml``) and Swin-S 3x (``dsla_Swin_S_FPN_ms_3x.yaml``): RGB;
+  pixel mean 123.675, 116.28, 103.53; std 58.395, 57.12, 57.375 (the ResNets pytorch style:
+  ``STRIDE_IN_1X1: False``).
 
 All four put points at offset 0 and compute P6 from the P5 output.
 """
+
 import argparse
 import logging
 import sys
@@ -44,14 +49,21 @@ logger = logging.getLogger("dsla")
 
 def argument_parser():
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0].strip(), epilog="Trailing KEY VALUE pairs override the config."
+        description=__doc__.split("\n\n")[0].strip(),
+        epilog="Trailing KEY VALUE pairs override the config.",
     )
     parser.add_argument("input", metavar="IN.pth", help="mmdetection checkpoint")
     parser.add_argument("output", metavar="OUT.pth", help="detectron2 checkpoint to write")
-    parser.add_argument("--config", required=True, help="config of the target model, e.g. configs/DSLA/...yaml")
-    parser.add_argument("--strict", action="store_true", help="fail if any key is unmatched or missing")
     parser.add_argument(
-        "--allow-pickle", action="store_true", help="load a checkpoint that holds arbitrary Python objects"
+        "--config", required=True, help="config of the target model, e.g. configs/DSLA/...yaml"
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="fail if any key is unmatched or missing"
+    )
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load a checkpoint that holds arbitrary Python objects",
     )
     return parser
 
@@ -69,13 +81,16 @@ def main(argv=None) -> int:
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
     model = build_model(cfg)
 
-    conversion = convert_mmdet_state_dict(load_state_dict_file(args.input, args.allow_pickle), model.state_dict())
+    conversion = convert_mmdet_state_dict(
+        load_state_dict_file(args.input, args.allow_pickle), model.state_dict()
+    )
     for key, reason in conversion.unmatched:
         logger.warning(f"Unmatched checkpoint key {key}: {reason}")
     for key in conversion.missing:
         logger.warning(f"Model key not in the checkpoint: {key}")
     logger.info(
-        f"Converted {len(conversion.state_dict)} tensors; {len(conversion.unmatched)} checkpoint keys unmatched, "
+        f"Converted {len(conversion.state_dict)} tensors; {len(conversion.unmatched)} checkpoint "
+        "keys unmatched, "
         f"{len(conversion.missing)} model keys missing. Inputs of this config: {cfg.INPUT.FORMAT}, "
         f"PIXEL_MEAN {list(cfg.MODEL.PIXEL_MEAN)}, PIXEL_STD {list(cfg.MODEL.PIXEL_STD)}."
     )

@@ -1,17 +1,20 @@
 #!/usr/bin/env python
 """
-Why does a detector win or lose? Per ground truth, by size and FPN level: its positive points, their label mass
-(sum of y_s, y_d), the IoU of their decoded boxes and their score, and its recall among the pre-NMS candidates and
-the final detections; for one or several checkpoints of a DSLA or FCOS-baseline config.
+Why does a detector win or lose? Per ground truth, by size and FPN level: its positive points, their
+label mass (sum of y_s, y_d), the IoU of their decoded boxes and their score, and its recall among
+the pre-NMS candidates and the final detections; for one or several checkpoints of a DSLA or
+FCOS-baseline config.
 
     python tools/diagnose.py --config-file configs/DSLA/dsla_quickstart_shapes.yaml \\
         --weights output/quickstart/model_0000499.pth output/quickstart/model_final.pth \\
         --dataset shapes_val --num-images 64 --output output/diagnose/dsla MODEL.DEVICE cpu
 
-Without ``--weights`` the model of MODEL.WEIGHTS (random if empty) is measured. Writes ``diagnosis.json``,
-``diagnosis.md`` (one table per size bucket and per level, one row per checkpoint) and, for several
-checkpoints, ``over_training.png`` to ``--output``. Trailing ``KEY VALUE`` pairs override the config.
+Without ``--weights`` the model of MODEL.WEIGHTS (random if empty) is measured. Writes
+``diagnosis.json``, ``diagnosis.md`` (one table per size bucket and per level, one row per
+checkpoint) and, for several checkpoints, ``over_training.png`` to ``--output``. Trailing ``KEY
+VALUE`` pairs override the config.
 """
+
 import argparse
 import logging
 
@@ -24,12 +27,20 @@ logger = logging.getLogger("dsla")
 
 
 def argument_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--weights", nargs="*", default=[], help="checkpoints to measure, e.g. model_*.pth")
-    parser.add_argument("--dataset", required=True, help="registered dataset, e.g. shapes_val or shapes_train")
+    parser.add_argument(
+        "--weights", nargs="*", default=[], help="checkpoints to measure, e.g. model_*.pth"
+    )
+    parser.add_argument(
+        "--dataset", required=True, help="registered dataset, e.g. shapes_val or shapes_train"
+    )
     add_register_coco_argument(parser)
-    parser.add_argument("--num-images", type=int, default=64, help="the first N images of the dataset")
+    parser.add_argument(
+        "--num-images", type=int, default=64, help="the first N images of the dataset"
+    )
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
     parser.add_argument(
         "--side-edges",
@@ -38,7 +49,9 @@ def argument_parser():
         default=list(DEFAULT_SIDE_EDGES),
         help="edges of the max-side buckets at the network input, in pixels",
     )
-    parser.add_argument("--output", required=True, help="directory for diagnosis.json, diagnosis.md and plots")
+    parser.add_argument(
+        "--output", required=True, help="directory for diagnosis.json, diagnosis.md and plots"
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser
 

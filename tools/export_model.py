@@ -1,18 +1,23 @@
 #!/usr/bin/env python
 """
-Export a DSLA model to TorchScript or ONNX by tracing, as detectron2's ``tools/deploy/export_model.py
---export-method tracing`` does, and check the exported model against the eager one on the sample image.
+Export a DSLA model to TorchScript or ONNX by tracing, as detectron2's
+``tools/deploy/export_model.py --export-method tracing`` does, and check the exported model against
+the eager one on the sample image.
 
-    python tools/export_model.py --config-file configs/DSLA/dsla_quickstart_shapes.yaml --format onnx \
+    python tools/export_model.py --config-file configs/DSLA/dsla_quickstart_shapes.yaml --format
+    onnx \
         --output output/export MODEL.WEIGHTS output/quickstart/model_final.pth
-    python tools/export_model.py --config-file configs/DSLA/dsla_quickstart_shapes.py --format torchscript \
+    python tools/export_model.py --config-file configs/DSLA/dsla_quickstart_shapes.py --format
+    torchscript \
         --output output/export train.init_checkpoint=output/quickstart/model_final.pth
 
-Writes ``OUTPUT/model.ts`` or ``OUTPUT/model.onnx``. The exported model takes one float image [3, H, W] of 0-255
-pixels in the config's ``INPUT.FORMAT``, at any height and width, and returns ``pred_boxes``, ``pred_classes``,
-``scores`` and ``image_size`` (see ``dsla.export``). Without ``--sample-image`` a synthetic image is used.
-Exits with status 1 when the exported model's detections differ from the eager model's.
+Writes ``OUTPUT/model.ts`` or ``OUTPUT/model.onnx``. The exported model takes one float image [3, H,
+W] of 0-255 pixels in the config's ``INPUT.FORMAT``, at any height and width, and returns
+``pred_boxes``, ``pred_classes``, ``scores`` and ``image_size`` (see ``dsla.export``). Without
+``--sample-image`` a synthetic image is used. Exits with status 1 when the exported model's
+detections differ from the eager model's.
 """
+
 import argparse
 import logging
 import sys
@@ -27,13 +32,23 @@ logger = logging.getLogger("dsla.export")
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a config file")
-    parser.add_argument("--format", choices=sorted(FORMATS), default="torchscript", help="output format")
-    parser.add_argument("--output", required=True, help="output directory for the exported model")
-    parser.add_argument("--sample-image", help="image to trace with and to check on (default: a synthetic one)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
-        "opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (YAML) or key=value (LazyConfig)"
+        "--config-file", required=True, metavar="FILE", help="path to a config file"
+    )
+    parser.add_argument(
+        "--format", choices=sorted(FORMATS), default="torchscript", help="output format"
+    )
+    parser.add_argument("--output", required=True, help="output directory for the exported model")
+    parser.add_argument(
+        "--sample-image", help="image to trace with and to check on (default: a synthetic one)"
+    )
+    parser.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        help="config overrides: KEY VALUE pairs (YAML) or key=value (LazyConfig)",
     )
     return parser
 

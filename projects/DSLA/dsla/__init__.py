@@ -1,21 +1,24 @@
 """
 DSLA (Dynamic Smooth Label Assignment) on detectron2.
 
-Importing this package registers the ``DSLA`` meta-architecture, the ``DSLA`` proposal generator and the DSLA
-backbones in detectron2's registries.
+Importing this package registers the ``DSLA`` meta-architecture, the ``DSLA`` proposal generator and
+the DSLA backbones in detectron2's registries.
 """
+
 import importlib.util
 import os
 import re
 
 if importlib.util.find_spec("detectron2") is None:
     raise ImportError(
-        "dsla needs detectron2. Build it from source (https://github.com/facebookresearch/detectron2), or run "
-        "`make install` / `bash tools/install_detectron2.sh $(which python)` from the dsla repository."
+        "dsla needs detectron2. Build it from source "
+        "(https://github.com/facebookresearch/detectron2), or run "
+        "`make install` / `bash tools/install_detectron2.sh $(which python)` from the dsla "
+        "repository."
     )
 
-# LazyConfig and @configurable are in detectron2 0.6; Backbone.padding_constraints came to upstream in 2022, after
-# the 0.6 release, while source builds still call themselves 0.6.
+# LazyConfig and @configurable are in detectron2 0.6; Backbone.padding_constraints came to upstream
+# in 2022, after the 0.6 release, while source builds still call themselves 0.6.
 MIN_DETECTRON2_VERSION = (0, 6)
 
 
@@ -27,10 +30,13 @@ def _check_detectron2():
     version = tuple(int(part) for part in re.findall(r"\d+", detectron2.__version__)[:2])
     if version < MIN_DETECTRON2_VERSION or not hasattr(Backbone, "padding_constraints"):
         raise ImportError(
-            f"dsla needs detectron2 >= {'.'.join(map(str, MIN_DETECTRON2_VERSION))} built from source in 2022 or "
+            f"dsla needs detectron2 >= {'.'.join(map(str, MIN_DETECTRON2_VERSION))} built from "
+            "source in 2022 or "
             f"later (LazyConfig, @configurable, Backbone.padding_constraints); found detectron2 "
-            f"{detectron2.__version__} at {os.path.dirname(detectron2.__file__)}. Build a newer one from source "
-            "(https://github.com/facebookresearch/detectron2), or run `make install` from the dsla repository."
+            f"{detectron2.__version__} at {os.path.dirname(detectron2.__file__)}. Build a newer "
+            "one from source "
+            "(https://github.com/facebookresearch/detectron2), or run `make install` from the dsla "
+            "repository."
         )
 
 

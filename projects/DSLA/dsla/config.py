@@ -15,8 +15,8 @@ from .solver import add_solver_config
 
 def add_dsla_config(cfg):
     """
-    Add the config keys of DSLA under ``cfg.MODEL.DSLA``. Defaults are those of the paper's R-50 model except
-    the loss weights, which the R-50 config sets.
+    Add the config keys of DSLA under ``cfg.MODEL.DSLA``. Defaults are those of the paper's R-50
+    model except the loss weights, which the R-50 config sets.
     """
     _C = cfg
     _C.MODEL.DSLA = CN()
@@ -24,7 +24,13 @@ def add_dsla_config(cfg):
     _C.MODEL.DSLA.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
     _C.MODEL.DSLA.FPN_STRIDES = [8, 16, 32, 64, 128]
     # (lo, hi) per level, in pixels of the network input; the last hi is +inf (YAML: .inf).
-    _C.MODEL.DSLA.REGRESS_RANGES = [[0.0, 64.0], [64.0, 128.0], [128.0, 256.0], [256.0, 512.0], [512.0, float("inf")]]
+    _C.MODEL.DSLA.REGRESS_RANGES = [
+        [0.0, 64.0],
+        [64.0, 128.0],
+        [128.0, 256.0],
+        [256.0, 512.0],
+        [512.0, float("inf")],
+    ]
 
     # Label assignment (spec section 1).
     _C.MODEL.DSLA.INTERVAL_RELAXATION = 0.2  # gamma
@@ -55,7 +61,8 @@ def add_dsla_config(cfg):
     _C.MODEL.DSLA.TOPK_CANDIDATES_TEST = 1000
     _C.MODEL.DSLA.NMS_THRESH_TEST = 0.6
 
-    # detectron2's BestCheckpointer after each evaluation (needs TEST.EVAL_PERIOD > 0); "" disables it.
+    # detectron2's BestCheckpointer after each evaluation (needs TEST.EVAL_PERIOD > 0); "" disables
+    # it.
     _C.TEST.BEST_CHECKPOINT_METRIC = ""  # e.g. "bbox/AP"
     _C.TEST.BEST_CHECKPOINT_MODE = "max"
 
@@ -68,19 +75,23 @@ def add_dsla_config(cfg):
 
 def resolve_device(device: str, require_gpu: bool = False) -> str:
     """
-    The device to run on when a config asks for ``device``: a CUDA device without CUDA available becomes "cpu"
-    with a warning, so that configs written for GPUs (detectron2's default ``MODEL.DEVICE`` is "cuda") also run
-    on a laptop. With ``require_gpu``, a missing GPU is an error instead.
+    The device to run on when a config asks for ``device``: a CUDA device without CUDA available
+    becomes "cpu" with a warning, so that configs written for GPUs (detectron2's default
+    ``MODEL.DEVICE`` is "cuda") also run on a laptop. With ``require_gpu``, a missing GPU is an
+    error instead.
     """
     if torch.device(device).type != "cuda" or torch.cuda.is_available():
         return device
     if require_gpu:
         raise RuntimeError(
-            f"The config asks for device {device!r} and --require-gpu was given, but CUDA is not available "
-            "(torch.cuda.is_available() is False: no NVIDIA driver, no visible GPU, or a CPU-only PyTorch)."
+            f"The config asks for device {device!r} and --require-gpu was given, but CUDA is not "
+            "available "
+            "(torch.cuda.is_available() is False: no NVIDIA driver, no visible GPU, or a CPU-only "
+            "PyTorch)."
         )
     logging.getLogger(__name__).warning(
-        f"The config asks for device {device!r} but CUDA is not available; running on the CPU instead "
+        f"The config asks for device {device!r} but CUDA is not available; running on the CPU "
+        "instead "
         "(pass --require-gpu to make this an error)."
     )
     return "cpu"
@@ -94,10 +105,10 @@ def get_dsla_cfg(
     device_fallback: bool = True,
 ) -> CN:
     """
-    detectron2's default config with the DSLA keys, merged with ``config_file`` and ``KEY VALUE`` ``opts``.
-    ``MODEL.DEVICE`` is resolved by :func:`resolve_device`: CUDA falls back to the CPU unless ``require_gpu``.
-    ``device_fallback=False`` keeps ``MODEL.DEVICE`` as written, for configs derived from this one (LazyConfigs)
-    whose device is resolved where they run.
+    detectron2's default config with the DSLA keys, merged with ``config_file`` and ``KEY VALUE``
+    ``opts``. ``MODEL.DEVICE`` is resolved by :func:`resolve_device`: CUDA falls back to the CPU
+    unless ``require_gpu``. ``device_fallback=False`` keeps ``MODEL.DEVICE`` as written, for configs
+    derived from this one (LazyConfigs) whose device is resolved where they run.
     """
     cfg = get_cfg()
     add_dsla_config(cfg)

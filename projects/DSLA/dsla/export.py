@@ -1,12 +1,15 @@
 """
-Deployment: a DSLA detector traced to TorchScript or ONNX through detectron2's ``TracingAdapter``, as detectron2's
-``tools/deploy/export_model.py`` does with ``--export-method tracing``, and the check that the exported model gives
-the eager model's detections.
+Deployment: a DSLA detector traced to TorchScript or ONNX through detectron2's ``TracingAdapter``,
+    as detectron2's
+``tools/deploy/export_model.py`` does with ``--export-method tracing``, and the check that the
+exported model gives the eager model's detections.
 
-The exported model takes one image, a float Tensor[3, H, W] of 0-255 pixels in the config's ``INPUT.FORMAT``, at
-any height and width, and returns the flattened ``Instances`` of detectron2's adapter: ``pred_boxes`` (Tensor[D, 4],
-XYXY in input pixels), ``pred_classes`` (Tensor[D]), ``scores`` (Tensor[D]) and ``image_size`` (Tensor[2]).
+The exported model takes one image, a float Tensor[3, H, W] of 0-255 pixels in the config's
+``INPUT.FORMAT``, at any height and width, and returns the flattened ``Instances`` of detectron2's
+adapter: ``pred_boxes`` (Tensor[D, 4], XYXY in input pixels), ``pred_classes`` (Tensor[D]),
+    ``scores`` (Tensor[D]) and ``image_size`` (Tensor[2]).
 """
+
 import logging
 import os
 import statistics
@@ -47,7 +50,8 @@ ONNX_OPSET = 17
 
 
 def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A uint8 HxWx3 image of noise with a few filled rectangles, for exporting without a sample image."""
+    """A uint8 HxWx3 image of noise with a few filled rectangles, for exporting without a sample
+    image."""
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 80, (height, width, 3), dtype=np.uint8)
     for _ in range(4):
@@ -61,8 +65,9 @@ def load_sample_image(
     input_format: str, augmentations: List[T.Augmentation], path: Optional[str] = None
 ) -> Tensor:
     """
-    The input of the exported model for one image: read in ``input_format`` (or made by :func:`synthetic_image`,
-    480x640, when ``path`` is None) and passed through the test-time ``augmentations`` (the resize).
+    The input of the exported model for one image: read in ``input_format`` (or made by
+    :func:`synthetic_image`, 480x640, when ``path`` is None) and passed through the test-time
+    ``augmentations`` (the resize).
 
     Returns:
         float Tensor[3, H, W] of 0-255 pixels.
@@ -77,17 +82,22 @@ def load_sample_image(
     return torch.as_tensor(np.ascontiguousarray(image.astype("float32").transpose(2, 0, 1)))
 
 
-def build_model_and_sample_image(cfg, sample_image: Optional[str] = None) -> Tuple[nn.Module, Tensor]:
+def build_model_and_sample_image(
+    cfg, sample_image: Optional[str] = None
+) -> Tuple[nn.Module, Tensor]:
     """
     The model of a config with its weights, in eval mode, and its input for one image (see
-    :func:`load_sample_image`). ``cfg`` is a YAML config (``CfgNode``: ``MODEL.WEIGHTS``, ``INPUT.FORMAT``, the
-    resize of ``DefaultPredictor``) or a LazyConfig (``train.init_checkpoint``, ``train.device``, the format and
-    augmentations of ``dataloader.test.mapper``).
+    :func:`load_sample_image`). ``cfg`` is a YAML config (``CfgNode``: ``MODEL.WEIGHTS``,
+    ``INPUT.FORMAT``, the resize of ``DefaultPredictor``) or a LazyConfig
+    (``train.init_checkpoint``, ``train.device``, the format and augmentations of
+    ``dataloader.test.mapper``).
     """
     if isinstance(cfg, CfgNode):
         model = build_model(cfg)
         weights, input_format = cfg.MODEL.WEIGHTS, cfg.INPUT.FORMAT
-        augmentations = [T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)]
+        augmentations = [
+            T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+        ]
     else:
         model = instantiate(cfg.model).to(cfg.train.device)
         weights, input_format = cfg.train.init_checkpoint, cfg.dataloader.test.mapper.image_format
@@ -102,9 +112,10 @@ def build_model_and_sample_image(cfg, sample_image: Optional[str] = None) -> Tup
 
 def tracing_adapter(model: nn.Module, image: Tensor) -> TracingAdapter:
     """
-    ``model`` (in eval mode) called on ``[{"image": image}]``, flattened to tensors in and out. Without
-    ``height``/``width`` in the input the detections stay in input pixels, as in detectron2's export; a
-    two-stage model (DSLA as the first stage of ``GeneralizedRCNN``) is called without its final resize, as there.
+    ``model`` (in eval mode) called on ``[{"image": image}]``, flattened to tensors in and out.
+    Without ``height``/``width`` in the input the detections stay in input pixels, as in
+    detectron2's export; a two-stage model (DSLA as the first stage of ``GeneralizedRCNN``) is
+    called without its final resize, as there.
     """
     inference = None
     if isinstance(model, GeneralizedRCNN):
@@ -117,8 +128,8 @@ def tracing_adapter(model: nn.Module, image: Tensor) -> TracingAdapter:
 
 def export_model(model: nn.Module, image: Tensor, fmt: str, output_dir: str) -> str:
     """
-    Trace ``model`` on ``image`` and write ``output_dir/model.ts`` or ``output_dir/model.onnx``; height and
-    width stay dynamic.
+    Trace ``model`` on ``image`` and write ``output_dir/model.ts`` or ``output_dir/model.onnx``;
+    height and width stay dynamic.
 
     Args:
         fmt: "torchscript" or "onnx".
@@ -135,8 +146,8 @@ def export_model(model: nn.Module, image: Tensor, fmt: str, output_dir: str) -> 
         traced = torch.jit.trace(adapter, (image,), check_trace=False)
         torch.jit.save(traced, path)
     else:
-        # The TorchScript-based exporter: it keeps the traced graph's data-dependent sizes (nonzero, top-k,
-        # NMS) dynamic, which is what makes one file work at every input size.
+        # The TorchScript-based exporter: it keeps the traced graph's data-dependent sizes (nonzero,
+        # top-k, NMS) dynamic, which is what makes one file work at every input size.
         dynamic_axes = {"image": {1: "height", 2: "width"}}
         dynamic_axes.update({name: {0: "detections"} for name in OUTPUT_NAMES[:-1]})
         torch.onnx.export(
@@ -155,8 +166,9 @@ def export_model(model: nn.Module, image: Tensor, fmt: str, output_dir: str) -> 
 
 class ExportedModel:
     """
-    An exported model, ``model.ts`` (TorchScript) or ``model.onnx`` (onnxruntime, CPU), called on one image
-    (float Tensor[3, H, W]) and returning its detections: a dict of ``pred_boxes``, ``pred_classes``, ``scores``.
+    An exported model, ``model.ts`` (TorchScript) or ``model.onnx`` (onnxruntime, CPU), called on
+    one image (float Tensor[3, H, W]) and returning its detections: a dict of ``pred_boxes``,
+    ``pred_classes``, ``scores``.
     """
 
     def __init__(self, path: str, num_threads: Optional[int] = None, device: str = "cpu"):
@@ -167,7 +179,9 @@ class ExportedModel:
             options = onnxruntime.SessionOptions()
             if num_threads:
                 options.intra_op_num_threads = num_threads
-            session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            session = onnxruntime.InferenceSession(
+                path, options, providers=["CPUExecutionProvider"]
+            )
 
             def run(image: Tensor) -> Tuple[Tensor, ...]:
                 outputs = session.run(list(OUTPUT_NAMES), {"image": image.cpu().numpy()})
@@ -189,7 +203,8 @@ class ExportedModel:
 
 @torch.no_grad()
 def eager_detections(model: nn.Module, image: Tensor) -> Dict[str, Tensor]:
-    """The eager model's detections on ``image`` in input pixels, in the form :class:`ExportedModel` returns."""
+    """The eager model's detections on ``image`` in input pixels, in the form :class:`ExportedModel`
+    returns."""
     model.eval()
     if isinstance(model, GeneralizedRCNN):
         instances = model.inference([{"image": image}], do_postprocess=False)[0]
@@ -204,11 +219,15 @@ def eager_detections(model: nn.Module, image: Tensor) -> Dict[str, Tensor]:
 
 
 def compare_detections(
-    expected: Dict[str, Tensor], actual: Dict[str, Tensor], box_atol: float = 1e-2, score_atol: float = 1e-4
+    expected: Dict[str, Tensor],
+    actual: Dict[str, Tensor],
+    box_atol: float = 1e-2,
+    score_atol: float = 1e-4,
 ) -> Optional[str]:
     """
-    Whether two sets of detections (dicts of ``pred_boxes``, ``pred_classes``, ``scores``) agree: the same
-    number, classes, and boxes and scores within the tolerances (absolute, in pixels and in score).
+    Whether two sets of detections (dicts of ``pred_boxes``, ``pred_classes``, ``scores``) agree:
+    the same number, classes, and boxes and scores within the tolerances (absolute, in pixels and in
+    score).
 
     Returns:
         None when they agree, otherwise what differs.
@@ -228,12 +247,13 @@ def export_and_check(
     cfg, fmt: str, output_dir: str, sample_image: Optional[str] = None
 ) -> Tuple[str, Optional[str]]:
     """
-    Export the model of a YAML or LazyConfig (see :func:`build_model_and_sample_image`) traced on the sample
-    image (see :func:`export_model`), and run the exported model on that image against the eager one.
+    Export the model of a YAML or LazyConfig (see :func:`build_model_and_sample_image`) traced on
+    the sample image (see :func:`export_model`), and run the exported model on that image against
+    the eager one.
 
     Returns:
-        the path of the exported model, and None if its detections match the eager model's, otherwise what
-        differs (see :func:`compare_detections`).
+        the path of the exported model, and None if its detections match the eager model's,
+        otherwise what differs (see :func:`compare_detections`).
     """
     model, image = build_model_and_sample_image(cfg, sample_image)
     path = export_model(model, image, fmt, output_dir)
@@ -253,4 +273,3 @@ def measure_latency(fn: Callable[[], object], reps: int, warmup: int = 1) -> flo
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-

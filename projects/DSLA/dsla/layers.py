@@ -1,10 +1,12 @@
 """
-Deformable convolutions through ``torchvision.ops.deform_conv2d``, which has CPU and CUDA kernels, so that DCN
-configs work whether or not detectron2 was built with its compiled ops.
+Deformable convolutions through ``torchvision.ops.deform_conv2d``, which has CPU and CUDA kernels,
+so that DCN configs work whether or not detectron2 was built with its compiled ops.
 
-Each module owns the zero-initialized 3x3 conv that predicts its offsets (and mask), as the authors trained:
-at initialization DCNv1 equals a plain conv, and DCNv2 equals a plain conv scaled by sigmoid(0) = 0.5.
+Each module owns the zero-initialized 3x3 conv that predicts its offsets (and mask), as the authors
+trained: at initialization DCNv1 equals a plain conv, and DCNv2 equals a plain conv scaled by
+    sigmoid(0) = 0.5.
 """
+
 import torch
 import torchvision
 from torch import nn
@@ -16,10 +18,11 @@ __all__ = ["DeformConv2d", "ModulatedDeformConv2d"]
 
 class DeformConv2d(torchvision.ops.DeformConv2d):
     """
-    torchvision's deformable conv that predicts its own offsets. DCNv1 (Dai et al., 2017): 2 offsets per kernel
-    tap from a zero-initialized conv. With ``modulated=True``, DCNv2 (Zhu et al., 2019): the offset conv gives 3
-    channels per tap; the first two thirds are the offsets, the sigmoid of the last third is the modulation mask.
-    Optional norm and activation follow, as in detectron2's ``Conv2d``.
+    torchvision's deformable conv that predicts its own offsets. DCNv1 (Dai et al., 2017): 2 offsets
+    per kernel tap from a zero-initialized conv. With ``modulated=True``, DCNv2 (Zhu et al., 2019):
+    the offset conv gives 3 channels per tap; the first two thirds are the offsets, the sigmoid of
+    the last third is the modulation mask. Optional norm and activation follow, as in detectron2's
+    ``Conv2d``.
     """
 
     def __init__(
@@ -38,7 +41,13 @@ class DeformConv2d(torchvision.ops.DeformConv2d):
         activation=None,
     ):
         super().__init__(
-            in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
             bias=bias,
         )
         self.modulated = modulated
@@ -57,9 +66,9 @@ class DeformConv2d(torchvision.ops.DeformConv2d):
         self.activation = activation
 
     def forward(self, x):
-        # torchvision's CPU kernel crashes the process on non-finite offsets (NaN pixels give NaN offsets); with
-        # them zeroed the non-finite input still reaches the output, where training reports it as a
-        # FloatingPointError.
+        # torchvision's CPU kernel crashes the process on non-finite offsets (NaN pixels give NaN
+        # offsets); with them zeroed the non-finite input still reaches the output, where training
+        # reports it as a FloatingPointError.
         offset = torch.nan_to_num(self.conv_offset(x), nan=0.0, posinf=0.0, neginf=0.0)
         mask = None
         if self.modulated:

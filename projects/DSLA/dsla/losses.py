@@ -1,7 +1,8 @@
 """
-Losses of DSLA: Quality Focal Loss for the soft classification label, and IoU / GIoU losses on distance
-predictions (l, t, r, b) of paired points.
+Losses of DSLA: Quality Focal Loss for the soft classification label, and IoU / GIoU losses on
+distance predictions (l, t, r, b) of paired points.
 """
+
 import torch
 import torch.distributed as dist
 from fvcore.nn import giou_loss
@@ -28,7 +29,8 @@ def quality_focal_loss(logits: Tensor, targets: Tensor, beta: float = 2.0) -> Te
     """
     if logits.shape != targets.shape:
         raise ValueError(
-            f"logits and targets must have the same shape; got {tuple(logits.shape)} and {tuple(targets.shape)}"
+            f"logits and targets must have the same shape; got {tuple(logits.shape)} and "
+            f"{tuple(targets.shape)}"
         )
     targets = targets.to(logits.dtype)
     bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
@@ -42,7 +44,8 @@ def _as_boxes_around_origin(ltrb: Tensor) -> Tensor:
 
 def paired_iou(pred_ltrb: Tensor, target_ltrb: Tensor) -> Tensor:
     """
-    IoU of the predicted and target boxes of the same points, both given as distances (l, t, r, b) to the
+    IoU of the predicted and target boxes of the same points, both given as distances (l, t, r, b)
+    to the
     point: Tensor[R, 4] each -> Tensor[R]. Unchanged when both are scaled by the same stride.
     """
     pred_area = (pred_ltrb[:, 0] + pred_ltrb[:, 2]) * (pred_ltrb[:, 1] + pred_ltrb[:, 3])
@@ -66,15 +69,18 @@ def box_regression_loss(pred_ltrb: Tensor, target_ltrb: Tensor, loss_type: str) 
         return -paired_iou(pred_ltrb, target_ltrb).clamp(min=1e-6).log()
     if loss_type == "giou":
         return giou_loss(
-            _as_boxes_around_origin(pred_ltrb), _as_boxes_around_origin(target_ltrb), reduction="none"
+            _as_boxes_around_origin(pred_ltrb),
+            _as_boxes_around_origin(target_ltrb),
+            reduction="none",
         )
     raise ValueError(f"Unknown box loss type '{loss_type}'; expected 'iou' or 'giou'")
 
 
 def all_reduce_mean(value: Tensor) -> Tensor:
     """
-    Mean of ``value`` over the workers of the default process group (itself in a single process), detached.
-    Used for loss normalizers, so that the loss does not depend on how a batch is split over workers.
+    Mean of ``value`` over the workers of the default process group (itself in a single process),
+    detached. Used for loss normalizers, so that the loss does not depend on how a batch is split
+    over workers.
     """
     world_size = comm.get_world_size()
     if world_size == 1:

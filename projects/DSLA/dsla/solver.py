@@ -1,9 +1,11 @@
 """
-Optimizers of the DSLA configs, with the parameter groups of the authors' training logs: detectron2's SGD for the
-ResNet models and AdamW for Swin (``SOLVER.OPTIMIZER``), and the gradient clipping of mmdetection (total norm over
-the whole model). :func:`get_param_groups` and :func:`make_optimizer` serve the YAML configs (through
-:func:`build_optimizer`) and the LazyConfigs alike.
+Optimizers of the DSLA configs, with the parameter groups of the authors' training logs:
+detectron2's SGD for the ResNet models and AdamW for Swin (``SOLVER.OPTIMIZER``), and the gradient
+clipping of mmdetection (total norm over the whole model). :func:`get_param_groups` and
+:func:`make_optimizer` serve the YAML configs (through :func:`build_optimizer`) and the LazyConfigs
+alike.
 """
+
 from typing import Any, Dict, Iterable, List, Optional
 
 import torch
@@ -15,8 +17,8 @@ from detectron2.solver.build import maybe_add_gradient_clipping, reduce_param_gr
 
 __all__ = ["add_solver_config", "build_optimizer", "get_param_groups", "make_optimizer"]
 
-# Module types whose parameters are "normalization" parameters, as in detectron2 and mmcv. FrozenBatchNorm2d has
-# no parameters; DSLA's FrozenStatsBatchNorm2d is a BatchNorm2d.
+# Module types whose parameters are "normalization" parameters, as in detectron2 and mmcv.
+# FrozenBatchNorm2d has no parameters; DSLA's FrozenStatsBatchNorm2d is a BatchNorm2d.
 _NORM_TYPES = (
     nn.modules.batchnorm._BatchNorm,
     nn.GroupNorm,
@@ -28,8 +30,9 @@ _NORM_TYPES = (
 
 def add_solver_config(cfg):
     """
-    Add ``SOLVER.OPTIMIZER``: "SGD" (detectron2's default) or "ADAMW"; ``SOLVER.BIAS_RULES_SKIP_NORM_AND_DCN``
-    and ``SOLVER.NO_WEIGHT_DECAY_KEYS`` (see :func:`get_param_groups`).
+    Add ``SOLVER.OPTIMIZER``: "SGD" (detectron2's default) or "ADAMW";
+    ``SOLVER.BIAS_RULES_SKIP_NORM_AND_DCN`` and ``SOLVER.NO_WEIGHT_DECAY_KEYS`` (see
+    :func:`get_param_groups`).
     """
     cfg.SOLVER.OPTIMIZER = "SGD"
     cfg.SOLVER.BIAS_RULES_SKIP_NORM_AND_DCN = False
@@ -49,17 +52,21 @@ def get_param_groups(
 ) -> List[Dict[str, Any]]:
     """
     Optimizer parameter groups (lr and weight decay per parameter), as detectron2's
-    ``get_default_optimizer_params`` or as mmcv's ``DefaultOptimizerConstructor`` with which the authors trained.
+    ``get_default_optimizer_params`` or as mmcv's ``DefaultOptimizerConstructor`` with which the
+    authors trained.
 
     Args:
         base_lr, weight_decay: of every parameter not named below.
-        weight_decay_norm: of the weights and biases of normalization layers (None: ``weight_decay``).
+        weight_decay_norm: of the weights and biases of normalization layers (None:
+            ``weight_decay``).
         bias_lr_factor, weight_decay_bias: lr factor and weight decay (None: unchanged) of biases.
-        bias_rules_skip_norm_and_dcn: mmcv's rule: the two bias options skip the biases of normalization layers
-            (which keep ``base_lr`` and ``weight_decay_norm``) and the bias of a deformable conv itself (its
-            offset conv is an ordinary conv). False: detectron2's rule, they apply to every bias.
-        no_weight_decay_keys: parameters whose full name contains one of these get weight decay 0 whatever
-            else applies (mmcv's ``custom_keys`` with ``decay_mult=0``, e.g. ``"norm"`` for Swin).
+        bias_rules_skip_norm_and_dcn: mmcv's rule: the two bias options skip the biases of
+            normalization layers (which keep ``base_lr`` and ``weight_decay_norm``) and the bias of
+            a deformable conv itself (its offset conv is an ordinary conv). False: detectron2's
+            rule, they apply to every bias.
+        no_weight_decay_keys: parameters whose full name contains one of these get weight decay 0
+            whatever else applies (mmcv's ``custom_keys`` with ``decay_mult=0``, e.g. ``"norm"`` for
+            Swin).
 
     Returns:
         parameter groups for a ``torch.optim.Optimizer``, merged by hyperparameters.
@@ -97,10 +104,11 @@ def make_optimizer(
     **kwargs,
 ) -> torch.optim.Optimizer:
     """
-    ``torch.optim.SGD`` or ``AdamW`` (``name``, case-insensitive) over ``params`` with ``kwargs`` (lr, momentum,
-    betas, weight_decay, ...). With ``clip_max_norm > 0`` the L2 norm of all gradients together is clipped to it
-    before each step, as mmdetection's ``grad_clip=dict(max_norm=35, norm_type=2)`` does (detectron2's "norm"
-    clipping clips each parameter on its own).
+    ``torch.optim.SGD`` or ``AdamW`` (``name``, case-insensitive) over ``params`` with ``kwargs``
+    (lr, momentum, betas, weight_decay, ...). With ``clip_max_norm > 0`` the L2 norm of all
+    gradients together is clipped to it before each step, as mmdetection's
+    ``grad_clip=dict(max_norm=35, norm_type=2)`` does (detectron2's "norm" clipping clips each
+    parameter on its own).
     """
     optimizers = {"SGD": torch.optim.SGD, "ADAMW": torch.optim.AdamW}
     if name.upper() not in optimizers:
@@ -145,13 +153,15 @@ def optimizer_kwargs(cfg: CfgNode) -> Dict[str, Any]:
 
 def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
     """
-    The optimizer of ``cfg.SOLVER``: ``OPTIMIZER`` "SGD" (``MOMENTUM``, ``NESTEROV``) or "ADAMW" over the
-    parameter groups of :func:`get_param_groups` (``BASE_LR``, ``WEIGHT_DECAY``, ``WEIGHT_DECAY_NORM``,
-    ``BIAS_LR_FACTOR``, ``WEIGHT_DECAY_BIAS``, ``BIAS_RULES_SKIP_NORM_AND_DCN``, ``NO_WEIGHT_DECAY_KEYS``), with
-    ``CLIP_GRADIENTS``: ``CLIP_TYPE`` "full_model" clips all gradients together, "value" and "norm" are
-    detectron2's.
+    The optimizer of ``cfg.SOLVER``: ``OPTIMIZER`` "SGD" (``MOMENTUM``, ``NESTEROV``) or "ADAMW"
+    over the parameter groups of :func:`get_param_groups` (``BASE_LR``, ``WEIGHT_DECAY``,
+    ``WEIGHT_DECAY_NORM``, ``BIAS_LR_FACTOR``, ``WEIGHT_DECAY_BIAS``,
+    ``BIAS_RULES_SKIP_NORM_AND_DCN``, ``NO_WEIGHT_DECAY_KEYS``), with ``CLIP_GRADIENTS``:
+    ``CLIP_TYPE`` "full_model" clips all gradients together, "value" and "norm" are detectron2's.
     """
-    optimizer = make_optimizer(get_param_groups(model, **param_group_kwargs(cfg)), **optimizer_kwargs(cfg))
+    optimizer = make_optimizer(
+        get_param_groups(model, **param_group_kwargs(cfg)), **optimizer_kwargs(cfg)
+    )
     if cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE == "full_model":
         return optimizer
     return maybe_add_gradient_clipping(cfg, optimizer)

@@ -1,7 +1,9 @@
 """
-Measurements that explain a detector's accuracy: per ground truth, its positives per level, their label mass,
-IoU and score, and whether it survives the candidate selection and NMS (``tools/diagnose.py``).
+Measurements that explain a detector's accuracy: per ground truth, its positives per level, their
+label mass, IoU and score, and whether it survives the candidate selection and NMS
+(``tools/diagnose.py``).
 """
+
 from .diagnose import (
     ImageProbe,
     diagnose_model,
@@ -12,7 +14,13 @@ from .diagnose import (
     probe_model,
     summarize,
 )
-from .report import DEFAULT_SIDE_EDGES, format_diagnosis, load_diagnosis_inputs, run_diagnosis, write_diagnosis
+from .report import (
+    DEFAULT_SIDE_EDGES,
+    format_diagnosis,
+    load_diagnosis_inputs,
+    run_diagnosis,
+    write_diagnosis,
+)
 
 __all__ = [
     "DEFAULT_SIDE_EDGES",

@@ -1,15 +1,16 @@
 """
-Per ground truth measurements of a dense detector's label assignment and predictions, to find out where DSLA and
-detectron2's FCOS differ: how many positive points each ground truth gets on which level, how much label mass
-(``y_s``, ``y_d``) they carry, how well their boxes fit it and how the model scores them, and whether the ground
-truth survives the candidate selection and NMS.
+Per ground truth measurements of a dense detector's label assignment and predictions, to find out
+where DSLA and detectron2's FCOS differ: how many positive points each ground truth gets on which
+level, how much label mass (``y_s``, ``y_d``) they carry, how well their boxes fit it and how the
+model scores them, and whether the ground truth survives the candidate selection and NMS.
 
-For DSLA the positives are the points whose assigned box ``g*`` is the ground truth with ``y_s > 0`` (spec
-section 1), ``y_d = y_s * q`` as in training with the model's current predictions, and the score is the sigmoid
-of the logit of the ground truth's class. For detectron2's FCOS the positives are those of its own matching
-(``FCOS._match_anchors``); its classification target is 1, so ``y_s = y_d = 1``, and the score is its ranking
-score ``sqrt(classification * centerness)``.
+For DSLA the positives are the points whose assigned box ``g*`` is the ground truth with ``y_s > 0``
+(spec section 1), ``y_d = y_s * q`` as in training with the model's current predictions, and the
+score is the sigmoid of the logit of the ground truth's class. For detectron2's FCOS the positives
+are those of its own matching (``FCOS._match_anchors``); its classification target is 1, so ``y_s =
+y_d = 1``, and the score is its ranking score ``sqrt(classification * centerness)``.
 """
+
 from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
@@ -43,7 +44,11 @@ __all__ = [
 ]
 
 # COCO's object sizes: area below 32^2 is small, below 96^2 medium, else large.
-COCO_AREA_BUCKETS = (("small", 0.0, 32.0**2), ("medium", 32.0**2, 96.0**2), ("large", 96.0**2, float("inf")))
+COCO_AREA_BUCKETS = (
+    ("small", 0.0, 32.0**2),
+    ("medium", 32.0**2, 96.0**2),
+    ("large", 96.0**2, float("inf")),
+)
 
 
 class ImageProbe(NamedTuple):
@@ -52,8 +57,8 @@ class ImageProbe(NamedTuple):
 
     gt_boxes: Tensor[M, 4] XYXY; gt_classes: long Tensor[M].
     pos_gt, pos_level: long Tensor[P]: the ground truth and the level of each positive point.
-    y_s, y_d, ious, scores: Tensor[P]: static and dynamic label, IoU of the decoded prediction with its ground
-        truth, and the model's score for the ground truth's class.
+    y_s, y_d, ious, scores: Tensor[P]: static and dynamic label, IoU of the decoded prediction with
+        its ground truth, and the model's score for the ground truth's class.
     candidate_boxes, candidate_classes: Tensor[C, 4], long Tensor[C]: the pre-NMS candidates.
     detection_boxes, detection_classes: Tensor[D, 4], long Tensor[D]: the final detections.
     """
@@ -74,7 +79,9 @@ class ImageProbe(NamedTuple):
 
 def coco_size_buckets(areas: Tensor) -> Tensor:
     """long Tensor[M]: 0 small, 1 medium, 2 large for box areas Tensor[M] (COCO's thresholds)."""
-    edges = torch.tensor([hi for _, _, hi in COCO_AREA_BUCKETS[:-1]], dtype=areas.dtype, device=areas.device)
+    edges = torch.tensor(
+        [hi for _, _, hi in COCO_AREA_BUCKETS[:-1]], dtype=areas.dtype, device=areas.device
+    )
     return torch.bucketize(areas, edges, right=True)
 
 
@@ -103,9 +110,9 @@ def gt_point_statistics(
         y_s, y_d, ious, scores: Tensor[P].
 
     Returns:
-        dict of per-ground-truth tensors: ``num_pos`` long [M, L]; ``sum_y_s``, ``sum_y_d``, ``max_y_s``,
-        ``max_y_d`` [M] (0 without positives); ``iou_mean``, ``iou_max``, ``score_mean``, ``score_max`` [M]
-        (nan without positives).
+        dict of per-ground-truth tensors: ``num_pos`` long [M, L]; ``sum_y_s``, ``sum_y_d``,
+        ``max_y_s``, ``max_y_d`` [M] (0 without positives); ``iou_mean``, ``iou_max``,
+        ``score_mean``, ``score_max`` [M] (nan without positives).
     """
     device = y_s.device
     num_pos = torch.zeros(num_gts * num_levels, dtype=torch.long, device=device)
@@ -115,7 +122,9 @@ def gt_point_statistics(
 
     def reduce(values: Tensor, how: str) -> Tensor:
         # Labels, IoUs and sigmoid scores are >= 0, so 0 is a neutral start for both reductions.
-        return torch.zeros(num_gts, device=device).scatter_reduce(0, pos_gt, values.float(), how, include_self=True)
+        return torch.zeros(num_gts, device=device).scatter_reduce(
+            0, pos_gt, values.float(), how, include_self=True
+        )
 
     empty = count == 0
     nan = torch.tensor(float("nan"), device=device)
@@ -136,10 +145,12 @@ def gt_recall(
     gt_boxes: Tensor, gt_classes: Tensor, boxes: Tensor, classes: Tensor, iou_threshold: float = 0.5
 ) -> Tensor:
     """
-    bool Tensor[M]: whether some box of the ground truth's class overlaps it with IoU >= ``iou_threshold``.
+    bool Tensor[M]: whether some box of the ground truth's class overlaps it with IoU >=
+    ``iou_threshold``.
 
     Args:
-        gt_boxes: Tensor[M, 4]; gt_classes: long Tensor[M]; boxes: Tensor[D, 4]; classes: long Tensor[D].
+        gt_boxes: Tensor[M, 4]; gt_classes: long Tensor[M]; boxes: Tensor[D, 4]; classes: long
+            Tensor[D].
     """
     if len(gt_boxes) == 0 or len(boxes) == 0:
         return torch.zeros(len(gt_boxes), dtype=torch.bool, device=gt_boxes.device)
@@ -157,12 +168,13 @@ def dsla_candidates(
     score_thresh: float,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """
-    The pre-NMS candidates of one image as spec section 5 selects them: per level the ``topk_candidates`` points
-    with the highest maximum class score, then their (point, class) pairs with score > ``score_thresh``; boxes
-    decoded and clipped to the image.
+    The pre-NMS candidates of one image as spec section 5 selects them: per level the
+    ``topk_candidates`` points with the highest maximum class score, then their (point, class) pairs
+    with score > ``score_thresh``; boxes decoded and clipped to the image.
 
     Args:
-        points: one Tensor[Hi*Wi, 2] per level; logits: one Tensor[Hi*Wi, K]; distances: one Tensor[Hi*Wi, 4].
+        points: one Tensor[Hi*Wi, 2] per level; logits: one Tensor[Hi*Wi, K]; distances: one
+            Tensor[Hi*Wi, 4].
 
     Returns:
         boxes Tensor[C, 4], scores Tensor[C], classes long Tensor[C].
@@ -188,9 +200,9 @@ def _gt_instances(model, batched_inputs):
 
 def _match_reconstructed_boxes(boxes: Tensor, gt_boxes: Tensor) -> Tensor:
     """
-    long Tensor[P]: the ground truth each box (a point plus its regression target) was built from. The targets
-    are exact differences, so the nearest ground truth is the assigned one; among identical ground truths the
-    first, as the assignment breaks its ties.
+    long Tensor[P]: the ground truth each box (a point plus its regression target) was built from.
+    The targets are exact differences, so the nearest ground truth is the assigned one; among
+    identical ground truths the first, as the assignment breaks its ties.
     """
     if len(boxes) == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
@@ -200,26 +212,32 @@ def _match_reconstructed_boxes(boxes: Tensor, gt_boxes: Tensor) -> Tensor:
 @torch.no_grad()
 def probe_dsla(model, batched_inputs: List[dict]) -> List[ImageProbe]:
     """
-    Run a ``DSLA`` detector on inputs with ``instances`` and return, per image, its positives as training labels
-    them and its pre-NMS candidates and detections as inference selects them.
+    Run a ``DSLA`` detector on inputs with ``instances`` and return, per image, its positives as
+    training labels them and its pre-NMS candidates and detections as inference selects them.
     """
     pg = model.proposal_generator
     images = model.preprocess_image(batched_inputs)
     features = model.backbone(images.tensor)
     points, logits, distances = pg.predict([features[f] for f in pg.in_features])
     gt_instances = _gt_instances(model, batched_inputs)
-    static, classes, box_targets = pg.label_points(points, gt_instances)  # [N, R], [N, R], [N, R, 4]
+    static, classes, box_targets = pg.label_points(
+        points, gt_instances
+    )  # [N, R], [N, R], [N, R, 4]
     detections = pg.inference(points, logits, distances, images.image_sizes)
 
     all_points = cat(points)
-    levels = cat([torch.full((len(p),), i, dtype=torch.long, device=p.device) for i, p in enumerate(points)])
+    levels = cat(
+        [torch.full((len(p),), i, dtype=torch.long, device=p.device) for i, p in enumerate(points)]
+    )
     all_logits, all_distances = cat(logits, dim=1), cat(distances, dim=1)
     probes = []
     for i, (inst, image_size) in enumerate(zip(gt_instances, images.image_sizes)):
         pos = static[i] > 0
         xy, targets = all_points[pos], box_targets[i, pos]
         gt_boxes = inst.gt_boxes.tensor
-        pos_gt = _match_reconstructed_boxes(torch.cat([xy - targets[:, :2], xy + targets[:, 2:]], dim=1), gt_boxes)
+        pos_gt = _match_reconstructed_boxes(
+            torch.cat([xy - targets[:, :2], xy + targets[:, 2:]], dim=1), gt_boxes
+        )
         y_s = static[i, pos]
         ious = paired_iou(all_distances[i, pos].float(), targets)
         y_d = dynamic_smooth_labels(y_s, ious, pg.iou_coupling, pg.iou_only)
@@ -235,8 +253,18 @@ def probe_dsla(model, batched_inputs: List[dict]) -> List[ImageProbe]:
         det = detections[i]
         probes.append(
             ImageProbe(
-                gt_boxes, inst.gt_classes, pos_gt, levels[pos], y_s, y_d, ious, scores,
-                cand_boxes, cand_classes, det.pred_boxes.tensor, det.pred_classes,
+                gt_boxes,
+                inst.gt_classes,
+                pos_gt,
+                levels[pos],
+                y_s,
+                y_d,
+                ious,
+                scores,
+                cand_boxes,
+                cand_classes,
+                det.pred_boxes.tensor,
+                det.pred_classes,
             )
         )
     return probes
@@ -245,24 +273,36 @@ def probe_dsla(model, batched_inputs: List[dict]) -> List[ImageProbe]:
 @torch.no_grad()
 def probe_fcos(model: FCOS, batched_inputs: List[dict]) -> List[ImageProbe]:
     """
-    Run detectron2's :class:`FCOS` on inputs with ``instances`` and return, per image, the positives of its own
-    matching, the candidates of its own pre-NMS selection and its detections.
+    Run detectron2's :class:`FCOS` on inputs with ``instances`` and return, per image, the positives
+    of its own matching, the candidates of its own pre-NMS selection and its detections.
     """
     images = model.preprocess_image(batched_inputs)
     features = model.backbone(images.tensor)
     features = [features[f] for f in model.head_in_features]
     predictions = model.head(features)
-    pred_logits, pred_deltas, pred_ctr = model._transpose_dense_predictions(predictions, [model.num_classes, 4, 1])
+    pred_logits, pred_deltas, pred_ctr = model._transpose_dense_predictions(
+        predictions, [model.num_classes, 4, 1]
+    )
     anchors = model.anchor_generator(features)
-    # forward_inference applies sigmoid_ in place, possibly on views of the raw predictions: give it copies.
-    detections = model.forward_inference(images, features, [[x.clone() for x in p] for p in predictions])
+    # forward_inference applies sigmoid_ in place, possibly on views of the raw predictions: give it
+    # copies.
+    detections = model.forward_inference(
+        images, features, [[x.clone() for x in p] for p in predictions]
+    )
 
     all_anchors = Boxes.cat(anchors).tensor
-    levels = cat([torch.full((len(a),), i, dtype=torch.long, device=all_anchors.device) for i, a in enumerate(anchors)])
+    levels = cat(
+        [
+            torch.full((len(a),), i, dtype=torch.long, device=all_anchors.device)
+            for i, a in enumerate(anchors)
+        ]
+    )
     gt_instances = _gt_instances(model, batched_inputs)
     probes = []
     for i, (inst, image_size) in enumerate(zip(gt_instances, images.image_sizes)):
-        rank_scores = [torch.sqrt(x[i].sigmoid() * y[i].sigmoid()) for x, y in zip(pred_logits, pred_ctr)]
+        rank_scores = [
+            torch.sqrt(x[i].sigmoid() * y[i].sigmoid()) for x, y in zip(pred_logits, pred_ctr)
+        ]
         deltas = [x[i] for x in pred_deltas]
         if len(inst) > 0:
             # label_anchors' rule: the best match of each anchor, if any.
@@ -277,13 +317,28 @@ def probe_fcos(model: FCOS, batched_inputs: List[dict]) -> List[ImageProbe]:
         scores = cat(rank_scores)[pos].gather(1, inst.gt_classes[pos_gt, None]).squeeze(1)
         ones = torch.ones_like(ious)
         candidates = model._decode_multi_level_predictions(
-            anchors, rank_scores, deltas, model.test_score_thresh, model.test_topk_candidates, image_size
+            anchors,
+            rank_scores,
+            deltas,
+            model.test_score_thresh,
+            model.test_topk_candidates,
+            image_size,
         )
         det = detections[i]
         probes.append(
             ImageProbe(
-                inst.gt_boxes.tensor, inst.gt_classes, pos_gt, levels[pos], ones, ones, ious, scores,
-                candidates.pred_boxes.tensor, candidates.pred_classes, det.pred_boxes.tensor, det.pred_classes,
+                inst.gt_boxes.tensor,
+                inst.gt_classes,
+                pos_gt,
+                levels[pos],
+                ones,
+                ones,
+                ious,
+                scores,
+                candidates.pred_boxes.tensor,
+                candidates.pred_classes,
+                det.pred_boxes.tensor,
+                det.pred_classes,
             )
         )
     return probes
@@ -291,7 +346,8 @@ def probe_fcos(model: FCOS, batched_inputs: List[dict]) -> List[ImageProbe]:
 
 def probe_model(model, batched_inputs: List[dict]) -> Tuple[List[ImageProbe], List[str]]:
     """
-    :func:`probe_dsla` or :func:`probe_fcos`, whichever fits the model; also the names of its levels.
+    :func:`probe_dsla` or :func:`probe_fcos`, whichever fits the model; also the names of its
+    levels.
     """
     if isinstance(model, FCOS):
         return probe_fcos(model, batched_inputs), list(model.head_in_features)
@@ -299,7 +355,8 @@ def probe_model(model, batched_inputs: List[dict]) -> Tuple[List[ImageProbe], Li
     if isinstance(pg, DSLAProposalGenerator):
         return probe_dsla(model, batched_inputs), list(pg.in_features)
     raise TypeError(
-        f"Cannot diagnose a {type(model).__name__}: expected detectron2's FCOS (or a subclass) or a detector whose "
+        f"Cannot diagnose a {type(model).__name__}: expected detectron2's FCOS (or a subclass) or "
+        "a detector whose "
         "proposal generator is DSLA"
     )
 
@@ -311,13 +368,15 @@ def measure_image(
     Per ground truth and per positive point measurements of one image.
 
     Args:
-        input_size, original_size: (height, width) of the network input (before padding) and of the image file;
-            the COCO area buckets use the area in original pixels.
+        input_size, original_size: (height, width) of the network input (before padding) and of the
+            image file; the COCO area buckets use the area in original pixels.
 
     Returns:
         per_gt: ``area`` (original pixels), ``max_side`` (input pixels), the entries of
-            :func:`gt_point_statistics`, ``recall_candidates`` and ``recall_detections``; each [M, ...].
-        per_point: ``gt``, ``level``, ``y_s``, ``y_d``, ``iou``, ``score`` of each positive; each [P].
+            :func:`gt_point_statistics`, ``recall_candidates`` and ``recall_detections``; each [M,
+            ...].
+        per_point: ``gt``, ``level``, ``y_s``, ``y_d``, ``iou``, ``score`` of each positive; each
+            [P].
     """
     gt_boxes = probe.gt_boxes.float()
     widths, heights = gt_boxes[:, 2] - gt_boxes[:, 0], gt_boxes[:, 3] - gt_boxes[:, 1]
@@ -326,10 +385,21 @@ def measure_image(
         "area": widths * heights * scale,
         "max_side": torch.maximum(widths, heights),
         **gt_point_statistics(
-            len(gt_boxes), num_levels, probe.pos_gt, probe.pos_level, probe.y_s, probe.y_d, probe.ious, probe.scores
+            len(gt_boxes),
+            num_levels,
+            probe.pos_gt,
+            probe.pos_level,
+            probe.y_s,
+            probe.y_d,
+            probe.ious,
+            probe.scores,
         ),
-        "recall_candidates": gt_recall(gt_boxes, probe.gt_classes, probe.candidate_boxes, probe.candidate_classes),
-        "recall_detections": gt_recall(gt_boxes, probe.gt_classes, probe.detection_boxes, probe.detection_classes),
+        "recall_candidates": gt_recall(
+            gt_boxes, probe.gt_classes, probe.candidate_boxes, probe.candidate_classes
+        ),
+        "recall_detections": gt_recall(
+            gt_boxes, probe.gt_classes, probe.detection_boxes, probe.detection_classes
+        ),
     }
     per_point = {
         "gt": probe.pos_gt,
@@ -343,7 +413,9 @@ def measure_image(
 
 
 def _to_numpy(tensors: Dict[str, Tensor]) -> Dict[str, np.ndarray]:
-    return {k: (v.float() if v.is_floating_point() else v).cpu().numpy() for k, v in tensors.items()}
+    return {
+        k: (v.float() if v.is_floating_point() else v).cpu().numpy() for k, v in tensors.items()
+    }
 
 
 def _mean(values: np.ndarray) -> float:
@@ -353,7 +425,9 @@ def _mean(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else float("nan")
 
 
-def _bucket_summary(gts: Dict[str, np.ndarray], points: Dict[str, np.ndarray], mask: np.ndarray) -> Dict:
+def _bucket_summary(
+    gts: Dict[str, np.ndarray], points: Dict[str, np.ndarray], mask: np.ndarray
+) -> Dict:
     num_pos = gts["num_pos"][mask]  # [G, L]
     total = num_pos.sum(axis=1)
     on_bucket = mask[points["gt"]]
@@ -365,7 +439,16 @@ def _bucket_summary(gts: Dict[str, np.ndarray], points: Dict[str, np.ndarray], m
         "pos_per_gt": _mean(total),
         "pos_per_gt_per_level": [_mean(c) for c in num_pos.T],
     }
-    for key in ("sum_y_s", "sum_y_d", "max_y_s", "max_y_d", "iou_mean", "iou_max", "score_mean", "score_max"):
+    for key in (
+        "sum_y_s",
+        "sum_y_d",
+        "max_y_s",
+        "max_y_d",
+        "iou_mean",
+        "iou_max",
+        "score_mean",
+        "score_max",
+    ):
         summary[key] = _mean(gts[key][mask])
     summary["pearson_score_iou"] = pearson(score, iou)
     summary["spearman_score_iou"] = spearman(score, iou)
@@ -374,7 +457,9 @@ def _bucket_summary(gts: Dict[str, np.ndarray], points: Dict[str, np.ndarray], m
     return summary
 
 
-def _level_summary(gts: Dict[str, np.ndarray], points: Dict[str, np.ndarray], level: int, num_images: int) -> Dict:
+def _level_summary(
+    gts: Dict[str, np.ndarray], points: Dict[str, np.ndarray], level: int, num_images: int
+) -> Dict:
     on_level = points["level"] == level
     summary = {
         "positives_per_image": float(on_level.sum()) / max(num_images, 1),
@@ -393,10 +478,10 @@ def summarize(
     side_edges: Sequence[float],
 ) -> Dict:
     """
-    Aggregate the outputs of :func:`measure_image` over images: per size bucket (all, COCO small / medium /
-    large by original area, and by max side at the network input with ``side_edges``) and per level.
-    Means over ground truths; IoU and score means only over the ground truths that have positives; the
-    correlations over the positive points of the bucket or level.
+    Aggregate the outputs of :func:`measure_image` over images: per size bucket (all, COCO small /
+    medium / large by original area, and by max side at the network input with ``side_edges``) and
+    per level. Means over ground truths; IoU and score means only over the ground truths that have
+    positives; the correlations over the positive points of the bucket or level.
     """
     offsets = np.cumsum([0] + [len(d["area"]) for d in per_gt])
     gts = {k: np.concatenate([d[k] for d in per_gt]) for k in per_gt[0]}
@@ -408,13 +493,19 @@ def summarize(
     masks = {"all": np.ones(len(coco), dtype=bool)}
     masks.update({name: coco == i for i, (name, _, _) in enumerate(COCO_AREA_BUCKETS)})
     bounds = [0.0, *side_edges, float("inf")]
-    masks.update({f"side {lo:g}-{hi:g}": sides == i for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))})
+    masks.update(
+        {
+            f"side {lo:g}-{hi:g}": sides == i
+            for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))
+        }
+    )
     return {
         "num_images": len(per_gt),
         "num_gts": int(offsets[-1]),
         "buckets": {name: _bucket_summary(gts, points, mask) for name, mask in masks.items()},
         "levels": {
-            name: _level_summary(gts, points, level, len(per_gt)) for level, name in enumerate(level_names)
+            name: _level_summary(gts, points, level, len(per_gt))
+            for level, name in enumerate(level_names)
         },
     }
 
@@ -423,15 +514,17 @@ def diagnose_model(
     model, inputs: List[dict], side_edges: Sequence[float], batch_size: int = 4
 ) -> Dict:
     """
-    Measure ``model`` (in eval mode) on mapped inputs with ``instances``, ``height`` and ``width``, in batches
-    padded as in training; see :func:`summarize` for the result.
+    Measure ``model`` (in eval mode) on mapped inputs with ``instances``, ``height`` and ``width``,
+    in batches padded as in training; see :func:`summarize` for the result.
     """
     per_gt, per_point = [], []
     for start in range(0, len(inputs), batch_size):
         batch = inputs[start : start + batch_size]
         probes, level_names = probe_model(model, batch)
         for probe, x in zip(probes, batch):
-            gt, point = measure_image(probe, len(level_names), tuple(x["image"].shape[-2:]), (x["height"], x["width"]))
+            gt, point = measure_image(
+                probe, len(level_names), tuple(x["image"].shape[-2:]), (x["height"], x["width"])
+            )
             per_gt.append(gt)
             per_point.append(point)
     if not per_gt:

@@ -1,8 +1,10 @@
 """
-Checkpoints that survive a crash: each file is written beside its destination under a temporary name, synced to
-disk and then renamed over the destination, so a process killed at any moment leaves either the old file or the
-new one, never a truncated checkpoint or a ``last_checkpoint`` that names one.
+Checkpoints that survive a crash: each file is written beside its destination under a temporary
+name, synced to disk and then renamed over the destination, so a process killed at any moment leaves
+either the old file or the new one, never a truncated checkpoint or a ``last_checkpoint`` that names
+one.
 """
+
 import os
 import uuid
 from typing import IO, Any, Callable
@@ -23,8 +25,9 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> None:
         write: called with a binary file object open for writing; writes the whole content.
     """
     directory, basename = os.path.split(os.path.abspath(path))
-    # The same directory keeps the rename on one file system, where os.replace is atomic. os.open with mode
-    # 0o666 gives the file the permissions the umask allows, as open() would; tempfile would make it 0o600.
+    # The same directory keeps the rename on one file system, where os.replace is atomic. os.open
+    # with mode 0o666 gives the file the permissions the umask allows, as open() would; tempfile
+    # would make it 0o600.
     tmp_path = os.path.join(directory, f".{basename}.{uuid.uuid4().hex[:12]}.tmp")
     fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
@@ -41,7 +44,8 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> None:
 
 
 def _fsync_directory(directory: str) -> None:
-    """Make a rename in ``directory`` durable across a power loss (POSIX needs the directory synced too)."""
+    """Make a rename in ``directory`` durable across a power loss (POSIX needs the directory synced
+    too)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -49,17 +53,18 @@ def _fsync_directory(directory: str) -> None:
     try:
         os.fsync(fd)
     except OSError:
-        pass  # some file systems (network mounts) refuse fsync on directories; the rename is still atomic
+        # Some file systems (network mounts) refuse fsync on directories; the rename stays atomic.
+        pass
     finally:
         os.close(fd)
 
 
 class AtomicCheckpointer(DetectionCheckpointer):
     """
-    detectron2's :class:`DetectionCheckpointer` whose :meth:`save` and :meth:`tag_last_checkpoint` write
-    atomically (see :func:`atomic_write`), so that ``resume_or_load(resume=True)`` after a crash finds the last
-    complete checkpoint. Paths that are not on a local file system (other ``PathManager`` handlers) are written
-    as detectron2 does.
+    detectron2's :class:`DetectionCheckpointer` whose :meth:`save` and :meth:`tag_last_checkpoint`
+    write atomically (see :func:`atomic_write`), so that ``resume_or_load(resume=True)`` after a
+    crash finds the last complete checkpoint. Paths that are not on a local file system (other
+    ``PathManager`` handlers) are written as detectron2 does.
     """
 
     def save(self, name: str, **kwargs: Any) -> None:
@@ -80,7 +85,8 @@ class AtomicCheckpointer(DetectionCheckpointer):
         if not self._writes_locally():
             return super().tag_last_checkpoint(last_filename_basename)
         atomic_write(
-            os.path.join(self.save_dir, "last_checkpoint"), lambda f: f.write(last_filename_basename.encode())
+            os.path.join(self.save_dir, "last_checkpoint"),
+            lambda f: f.write(last_filename_basename.encode()),
         )
 
     def _writes_locally(self) -> bool:

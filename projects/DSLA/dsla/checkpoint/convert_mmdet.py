@@ -1,38 +1,46 @@
 """
-Parameter names of the DSLA authors' mmdetection 2.x checkpoints, mapped to this project's detectron2 models.
+Parameter names of the DSLA authors' mmdetection 2.x checkpoints, mapped to this project's
+detectron2 models.
 
-=========================================  =======================================================================
-mmdetection                                detectron2 (this project)
-=========================================  =======================================================================
-``backbone.conv1`` / ``bn1``               ``backbone.bottom_up.stem.conv1`` / ``.norm``
-``backbone.layer{i}.{j}.conv{k}``          ``backbone.bottom_up.res{i+1}.{j}.conv{k}``
-``backbone.layer{i}.{j}.bn{k}``            ``backbone.bottom_up.res{i+1}.{j}.conv{k}.norm``
-``backbone.layer{i}.{j}.downsample.0``     ``backbone.bottom_up.res{i+1}.{j}.shortcut``
-``backbone.layer{i}.{j}.downsample.1``     ``backbone.bottom_up.res{i+1}.{j}.shortcut.norm``
-``...conv2.conv_offset`` (DCN)             ``...conv2.conv_offset``
-``backbone.stages.{i}.*`` (Swin)           ``backbone.bottom_up.layers.*`` (timm; see below)
-``neck.lateral_convs.{i}.conv``            ``backbone.fpn_lateral{l}``, l = 3, 4, 5
-``neck.fpn_convs.{i}.conv``                ``backbone.fpn_output{l}``; i = 3, 4: ``backbone.top_block.p6``, ``p7``
-``bbox_head.cls_convs.{i}.conv`` / ``gn``  ``proposal_generator.head.cls_subnet.{n}``: the conv / norm of layer i
-``bbox_head.reg_convs.{i}.*``              ``proposal_generator.head.bbox_subnet.*``, likewise
-``...convs.{i}.conv.conv_offset`` (DCN)    ``..._subnet.{n}.conv_offset``
-``bbox_head.conv_cls`` / ``conv_reg``      ``proposal_generator.head.cls_score`` / ``bbox_pred``
-``bbox_head.scales.{i}.scale``             ``proposal_generator.head.scales.{i}.scale``
-=========================================  =======================================================================
+=========================================
+======================================================================= mmdetection
+detectron2 (this project)
+=========================================
+======================================================================= ``backbone.conv1`` / ``bn1``
+``backbone.bottom_up.stem.conv1`` / ``.norm`` ``backbone.layer{i}.{j}.conv{k}``
+``backbone.bottom_up.res{i+1}.{j}.conv{k}`` ``backbone.layer{i}.{j}.bn{k}``
+``backbone.bottom_up.res{i+1}.{j}.conv{k}.norm`` ``backbone.layer{i}.{j}.downsample.0``
+``backbone.bottom_up.res{i+1}.{j}.shortcut`` ``backbone.layer{i}.{j}.downsample.1``
+``backbone.bottom_up.res{i+1}.{j}.shortcut.norm`` ``...conv2.conv_offset`` (DCN)
+``...conv2.conv_offset`` ``backbone.stages.{i}.*`` (Swin)           ``backbone.bottom_up.layers.*``
+(timm; see below) ``neck.lateral_convs.{i}.conv``            ``backbone.fpn_lateral{l}``, l = 3, 4,
+5 ``neck.fpn_convs.{i}.conv``                ``backbone.fpn_output{l}``; i = 3, 4:
+``backbone.top_block.p6``, ``p7`` ``bbox_head.cls_convs.{i}.conv`` / ``gn``
+``proposal_generator.head.cls_subnet.{n}``: the conv / norm of layer i ``bbox_head.reg_convs.{i}.*``
+``proposal_generator.head.bbox_subnet.*``, likewise ``...convs.{i}.conv.conv_offset`` (DCN)
+``..._subnet.{n}.conv_offset`` ``bbox_head.conv_cls`` / ``conv_reg``
+``proposal_generator.head.cls_score`` / ``bbox_pred`` ``bbox_head.scales.{i}.scale``
+``proposal_generator.head.scales.{i}.scale``
+=========================================
+=======================================================================
 
-Swin: mmdetection's ``SwinTransformer`` (``stages.{i}.blocks.{j}.attn.w_msa.*``, ``ffn.layers.0.0`` / ``.1``,
-``stages.{i}.downsample`` at the end of stage i, ``patch_embed.projection``, ``norm{i}``) and the official Swin
-detection code (``layers.{i}.blocks.{j}.*``, ``layers.{i}.downsample``, ``norm{i}``) are both understood. timm
-downsamples at the start of the next stage, and mmdetection's patch merging (``nn.Unfold``) orders the merged
-channels differently from the official/timm one; both are converted.
+Swin: mmdetection's ``SwinTransformer`` (``stages.{i}.blocks.{j}.attn.w_msa.*``, ``ffn.layers.0.0``
+    / ``.1``,
+``stages.{i}.downsample`` at the end of stage i, ``patch_embed.projection``, ``norm{i}``) and the
+official Swin detection code (``layers.{i}.blocks.{j}.*``, ``layers.{i}.downsample``, ``norm{i}``)
+are both understood. timm downsamples at the start of the next stage, and mmdetection's patch
+merging (``nn.Unfold``) orders the merged channels differently from the official/timm one; both are
+converted.
 
-Offsets of deformable convs need no change: mmcv and torchvision both order them (dy, dx) per kernel tap, and
-mmcv's DCNv2 takes the first two thirds of its ``conv_offset`` output as offsets and the sigmoid of the last
-third as the mask, as :class:`dsla.layers.DeformConv2d` does.
+Offsets of deformable convs need no change: mmcv and torchvision both order them (dy, dx) per kernel
+tap, and mmcv's DCNv2 takes the first two thirds of its ``conv_offset`` output as offsets and the
+sigmoid of the last third as the mask, as :class:`dsla.layers.DeformConv2d` does.
 
-A checkpoint whose keys have no ``backbone.`` / ``neck.`` / ``bbox_head.`` prefix is taken for a bare backbone
-(an ImageNet ResNet/ResNeXt in torchvision or mmdetection layout, or a Swin), converted into the backbone only.
+A checkpoint whose keys have no ``backbone.`` / ``neck.`` / ``bbox_head.`` prefix is taken for a
+bare backbone (an ImageNet ResNet/ResNeXt in torchvision or mmdetection layout, or a Swin),
+converted into the backbone only.
 """
+
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
@@ -53,7 +61,8 @@ class Conversion:
     Attributes:
         state_dict: converted tensors by detectron2 name.
         unmatched: source keys not converted, each with the reason.
-        missing: target keys that the checkpoint does not provide (left at the model's initialization).
+        missing: target keys that the checkpoint does not provide (left at the model's
+            initialization).
     """
 
     state_dict: Dict[str, Tensor] = field(default_factory=dict)
@@ -63,15 +72,17 @@ class Conversion:
 
 def _unfold_to_timm_order(t: Tensor) -> Tensor:
     """
-    Reorder the merged-patch channels (last dim, 4C) of a patch merging ``reduction`` weight or ``norm`` from
-    mmdetection's ``nn.Unfold`` order ``c * 4 + dh * 2 + dw`` to the official/timm order ``(dw * 2 + dh) * C + c``.
+    Reorder the merged-patch channels (last dim, 4C) of a patch merging ``reduction`` weight or
+    ``norm`` from mmdetection's ``nn.Unfold`` order ``c * 4 + dh * 2 + dw`` to the official/timm
+    order ``(dw * 2 + dh) * C + c``.
     """
     c = t.shape[-1] // 4
     return t.reshape(*t.shape[:-1], c, 2, 2).transpose(-1, -3).flatten(-3)
 
 
 def _layer_indices(target: Dict[str, Tensor], prefix: str) -> Tuple[List[int], List[int]]:
-    """Positions of the convs (4-D weights) and the norms (1-D weights) in the nn.Sequential at ``prefix``."""
+    """Positions of the convs (4-D weights) and the norms (1-D weights) in the nn.Sequential at
+    ``prefix``."""
     convs, norms = [], []
     pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.weight$")
     for key, value in target.items():
@@ -82,7 +93,12 @@ def _layer_indices(target: Dict[str, Tensor], prefix: str) -> Tuple[List[int], L
 
 
 def _fpn_levels(target: Dict[str, Tensor], name: str) -> List[int]:
-    levels = [int(m.group(1)) for k in target for m in [re.match(rf"backbone\.{name}(\d+)\.weight$", k)] if m]
+    levels = [
+        int(m.group(1))
+        for k in target
+        for m in [re.match(rf"backbone\.{name}(\d+)\.weight$", k)]
+        if m
+    ]
     return sorted(levels)
 
 
@@ -118,7 +134,8 @@ _BACKBONE_RULES = [(re.compile(pattern), rename) for pattern, rename in _BACKBON
 
 
 class _Renamer:
-    """Maps one mmdetection key to (detectron2 key, tensor transform), given the target model's layout."""
+    """Maps one mmdetection key to (detectron2 key, tensor transform), given the target model's
+    layout."""
 
     def __init__(self, source_keys: List[str], target: Dict[str, Tensor]):
         self.official_swin = "backbone.layers.0.downsample.reduction.weight" in source_keys
@@ -144,10 +161,14 @@ class _Renamer:
             m = pattern.match(key)
             if m:
                 return f"backbone.bottom_up.{rename(m)}", None
-        # Patch merging: mmdetection and the official code at the end of stage i, timm at the start of stage i+1.
+        # Patch merging: mmdetection and the official code at the end of stage i, timm at the start
+        # of stage i+1.
         m = re.match(r"stages\.(\d+)\.downsample\.(\w+\.\w+)$", key)
         if m:
-            return f"backbone.bottom_up.layers.{int(m[1]) + 1}.downsample.{m[2]}", _unfold_to_timm_order
+            return (
+                f"backbone.bottom_up.layers.{int(m[1]) + 1}.downsample.{m[2]}",
+                _unfold_to_timm_order,
+            )
         m = re.match(r"layers\.(\d+)\.downsample\.(\w+\.\w+)$", key)
         if m:
             stage = int(m[1]) + 1 if self.official_swin else int(m[1])
@@ -187,19 +208,23 @@ class _Renamer:
         return None
 
 
-def convert_mmdet_state_dict(state_dict: Dict[str, Tensor], target: Dict[str, Tensor]) -> Conversion:
+def convert_mmdet_state_dict(
+    state_dict: Dict[str, Tensor], target: Dict[str, Tensor]
+) -> Conversion:
     """
-    Convert an mmdetection state dict of a DSLA model (or of a bare backbone) to the names of ``target``.
+    Convert an mmdetection state dict of a DSLA model (or of a bare backbone) to the names of
+    ``target``.
 
     Args:
         state_dict: the checkpoint's ``state_dict``.
-        target: ``model.state_dict()`` of the detectron2 model to load into; it decides the names that exist
-            (tower layout, FPN levels, frozen norms) and the shapes.
+        target: ``model.state_dict()`` of the detectron2 model to load into; it decides the names
+            that exist (tower layout, FPN levels, frozen norms) and the shapes.
 
     Returns:
-        :class:`Conversion`. Keys of the source that map to no target key, or to one of another shape, are
-        reported in ``unmatched``; recomputed buffers (``relative_position_index``, ``attn_mask``) and
-        ``num_batches_tracked`` of norms that do not keep it are dropped silently.
+        :class:`Conversion`. Keys of the source that map to no target key, or to one of another
+        shape, are reported in ``unmatched``; recomputed buffers (``relative_position_index``,
+        ``attn_mask``) and ``num_batches_tracked`` of norms that do not keep it are dropped
+        silently.
     """
     bare_backbone = not any(k.startswith(("backbone.", "neck.", "bbox_head.")) for k in state_dict)
     # Source key as reported -> source key in the full model's naming.
@@ -210,17 +235,23 @@ def convert_mmdet_state_dict(state_dict: Dict[str, Tensor], target: Dict[str, Te
         new_key, transform = rename(names[key])
         if new_key is None or new_key not in target:
             if not key.endswith(_IGNORED_SUFFIXES):
-                reason = "no mapping" if new_key is None else f"maps to {new_key}, which the model does not have"
+                reason = (
+                    "no mapping"
+                    if new_key is None
+                    else f"maps to {new_key}, which the model does not have"
+                )
                 result.unmatched.append((key, reason))
             continue
         if transform is not None:
             value = transform(value)
         expected = target[new_key].shape
         if value.shape != expected:
-            # Only singleton dimensions may differ (e.g. a scalar stored as [1]); any other reshape could hide a
-            # mis-mapped or transposed weight of the same size.
+            # Only singleton dimensions may differ (e.g. a scalar stored as [1]); any other reshape
+            # could hide a mis-mapped or transposed weight of the same size.
             if value.squeeze().shape != target[new_key].squeeze().shape:
-                result.unmatched.append((key, f"shape {tuple(value.shape)} != {tuple(expected)} of {new_key}"))
+                result.unmatched.append(
+                    (key, f"shape {tuple(value.shape)} != {tuple(expected)} of {new_key}")
+                )
                 continue
             value = value.reshape(expected)
         if new_key in result.state_dict:

@@ -1,7 +1,8 @@
 """
-Datasets for DSLA. Importing this package registers the synthetic ``shapes_train`` / ``shapes_val`` and
-``clutter_train`` / ``clutter_val`` datasets (nothing is generated until they are loaded).
+Datasets for DSLA. Importing this package registers the synthetic ``shapes_train`` / ``shapes_val``
+and ``clutter_train`` / ``clutter_val`` datasets (nothing is generated until they are loaded).
 """
+
 from .clutter import CLUTTER, CLUTTER_CLASSES, register_clutter_datasets, render_clutter_image
 from .coco import (
     add_register_coco_argument,

@@ -1,6 +1,7 @@
 """
 Checks of a COCO-format detection dataset before training on it (``tools/check_dataset.py``).
 """
+
 import json
 import math
 import os
@@ -15,7 +16,8 @@ __all__ = ["DatasetReport", "check_coco_dataset"]
 
 @dataclass
 class DatasetReport:
-    """Problems found in a dataset. ``errors`` make training fail or go wrong; ``warnings`` deserve a look."""
+    """Problems found in a dataset. ``errors`` make training fail or go wrong; ``warnings`` deserve
+    a look."""
 
     errors: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
@@ -50,20 +52,26 @@ def _check_image_file(path: str, image: dict, report: DatasetReport, verify: boo
     if (image.get("width"), image.get("height")) != size and image.get("width") is not None:
         report.error(
             "size_mismatch",
-            f"{where}: JSON says {image.get('width')}x{image.get('height')} but the file is {size[0]}x{size[1]}",
+            f"{where}: JSON says {image.get('width')}x{image.get('height')} but the file is "
+            f"{size[0]}x{size[1]}",
         )
 
 
-def check_coco_dataset(json_file: str, image_root: str, verify_images: bool = True) -> DatasetReport:
+def check_coco_dataset(
+    json_file: str, image_root: str, verify_images: bool = True
+) -> DatasetReport:
     """
     Check a COCO-format instances file and its images.
 
-    Errors: unparsable JSON, missing or unreadable images, image sizes that differ from the file, annotations of
-    unknown images or categories, boxes that are malformed, non-finite, of non-positive size, or (beyond one
-    pixel of tolerance) outside the image. Warnings: images without annotations, duplicate ids.
+    Errors: unparsable JSON, missing or unreadable images, image sizes that differ from the file,
+        annotations of
+    unknown images or categories, boxes that are malformed, non-finite, of non-positive size, or
+    (beyond one pixel of tolerance) outside the image. Warnings: images without annotations,
+    duplicate ids.
 
     Args:
-        verify_images: decode every image fully (slower; catches truncated files), not just its header.
+        verify_images: decode every image fully (slower; catches truncated files), not just its
+            header.
     """
     report = DatasetReport()
     try:
@@ -96,7 +104,8 @@ def check_coco_dataset(json_file: str, image_root: str, verify_images: bool = Tr
         annotated.add(ann["image_id"])
         if ann.get("category_id") not in categories:
             report.error(
-                "unknown_category", f"{where}: category id {ann.get('category_id')} is not in categories"
+                "unknown_category",
+                f"{where}: category id {ann.get('category_id')} is not in categories",
             )
         bbox = ann.get("bbox")
         if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
@@ -116,11 +125,17 @@ def check_coco_dataset(json_file: str, image_root: str, verify_images: bool = Tr
         if width is not None and height is not None:
             if x < -1 or y < -1 or x + w > width + 1 or y + h > height + 1:
                 report.error(
-                    "box_outside_image", f"{where}: bbox {bbox} extends outside the {width}x{height} image"
+                    "box_outside_image",
+                    f"{where}: bbox {bbox} extends outside the {width}x{height} image",
                 )
 
     for image_id, image in images.items():
         if image_id not in annotated:
-            report.warn("image_without_annotations", f"image id {image_id} ({image.get('file_name')}) has no annotations")
-        _check_image_file(os.path.join(image_root, image.get("file_name", "")), image, report, verify_images)
+            report.warn(
+                "image_without_annotations",
+                f"image id {image_id} ({image.get('file_name')}) has no annotations",
+            )
+        _check_image_file(
+            os.path.join(image_root, image.get("file_name", "")), image, report, verify_images
+        )
     return report

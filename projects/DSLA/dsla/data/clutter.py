@@ -1,31 +1,37 @@
 """
-A second synthetic detection dataset, built to differ from :mod:`dsla.data.shapes` where detectors differ: object
-scale, shape of the boxes, crowding and things that look like objects but are not.
+A second synthetic detection dataset, built to differ from :mod:`dsla.data.shapes` where detectors
+differ: object scale, shape of the boxes, crowding and things that look like objects but are not.
 
-* Two classes, ellipse and rectangle: the held-out set this project is judged on has two classes, and the shapes
-  already cover a four-class problem. Both classes take every size and aspect ratio, so only the outline (round
-  or cornered) tells them apart.
+* Two classes, ellipse and rectangle: the held-out set this project is judged on has two classes,
+  and the shapes already cover a four-class problem. Both classes take every size and aspect ratio,
+  so only the outline (round or cornered) tells them apart.
 * 256x320 (height x width) images, the size of that held-out set, against the shapes' 160x160.
-* Sizes: the longer side of an object's box is log-uniform from ``min_size`` (6) pixels to ``max_size_frac`` (0.95)
-  of the shorter image side, so tiny objects of 6-12 pixels and objects covering most of the image both occur;
-  half of the images also have one object of 35-100% of that largest size.
-* Aspect ratios: log-uniform in [1, ``max_aspect``] (5), lying or standing, sometimes tilted by up to 15 degrees,
-  so boxes range from 1:5 to 5:1 (tiny objects are kept at least 3 pixels thick).
-* Crowding: up to three clusters of 3-12 objects of one class and similar size per image, side by side, end to
-  end or piled, touching or overlapping; with the loose objects, up to ``max_objects`` (30) per image.
-* Clutter, never annotated: distractors of other kinds (triangles, crosses, irregular blobs, lines, and hollow
-  rings and frames, which have the outline of an object but not its fill), some under the objects and some over
-  them, and backgrounds with grids of tiles (bricks, windows) and faint object-like spots.
+* Sizes: the longer side of an object's box is log-uniform from ``min_size`` (6) pixels to
+  ``max_size_frac`` (0.95) of the shorter image side, so tiny objects of 6-12 pixels and objects
+  covering most of the image both occur; half of the images also have one object of 35-100% of that
+  largest size.
+* Aspect ratios: log-uniform in [1, ``max_aspect``] (5), lying or standing, sometimes tilted by up
+  to 15 degrees, so boxes range from 1:5 to 5:1 (tiny objects are kept at least 3 pixels thick).
+* Crowding: up to three clusters of 3-12 objects of one class and similar size per image, side by
+  side, end to end or piled, touching or overlapping; with the loose objects, up to ``max_objects``
+  (30) per image.
+* Clutter, never annotated: distractors of other kinds (triangles, crosses, irregular blobs, lines,
+  and hollow rings and frames, which have the outline of an object but not its fill), some under the
+  objects and some over them, and backgrounds with grids of tiles (bricks, windows) and faint
+  object-like spots.
 
-Objects are drawn from the largest to the smallest, with noise in the order; an object left with less than
-``min_visible`` of its area visible, or fewer than 10 visible pixels, is not drawn at all, so every drawn object
-is annotated. Boxes are the tight boxes of the visible pixels and segmentations are the RLE of the visible pixels.
+Objects are drawn from the largest to the smallest, with noise in the order; an object left with
+less than ``min_visible`` of its area visible, or fewer than 10 visible pixels, is not drawn at all,
+so every drawn object is annotated. Boxes are the tight boxes of the visible pixels and
+segmentations are the RLE of the visible pixels.
 
 Registered datasets (:func:`register_clutter_datasets`, called when :mod:`dsla.data` is imported):
-``clutter_train`` (2000 images, seed 0) and ``clutter_val`` (200 images, seed 1). Generation, file layout and
-caching are those of :mod:`dsla.data.synthetic` for the family :data:`CLUTTER` (e.g.
-``generate_split(CLUTTER, root, "val", 200, seed=1)``); ``python -m dsla.data.clutter --help`` writes one split.
+``clutter_train`` (2000 images, seed 0) and ``clutter_val`` (200 images, seed 1). Generation, file
+layout and caching are those of :mod:`dsla.data.synthetic` for the family :data:`CLUTTER` (e.g.
+``generate_split(CLUTTER, root, "val", 200, seed=1)``); ``python -m dsla.data.clutter --help``
+writes one split.
 """
+
 import functools
 import logging
 import math
@@ -78,7 +84,8 @@ def _rotate(pts: np.ndarray, angle: float) -> np.ndarray:
 
 
 def _outline(kind: str, width: float, height: float) -> np.ndarray:
-    """ndarray[K, 2]: (x, y) vertices of an axis-aligned ellipse or rectangle of the given box, centred on 0."""
+    """ndarray[K, 2]: (x, y) vertices of an axis-aligned ellipse or rectangle of the given box,
+    centred on 0."""
     if kind == "ellipse":
         t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
         return np.stack([np.cos(t) * width / 2, np.sin(t) * height / 2], axis=1)
@@ -92,13 +99,17 @@ def _fit_box(pts: np.ndarray, long_side: float) -> np.ndarray:
 
 
 def _fit_center(pts: np.ndarray, hw: Tuple[int, int], center: np.ndarray) -> np.ndarray:
-    """The point nearest to ``center`` that vertices centred on the origin can be moved to and lie in the image."""
+    """The point nearest to ``center`` that vertices centred on the origin can be moved to and lie
+    in the image."""
     half = pts.max(axis=0)
     return np.clip(center, half, np.array([hw[1], hw[0]]) - half)
 
 
-def _object_polygon(rng: np.random.Generator, kind: str, long_side: float, aspect: float) -> np.ndarray:
-    """An ellipse or rectangle lying or standing, sometimes tilted, with the given longer side of its box."""
+def _object_polygon(
+    rng: np.random.Generator, kind: str, long_side: float, aspect: float
+) -> np.ndarray:
+    """An ellipse or rectangle lying or standing, sometimes tilted, with the given longer side of
+    its box."""
     pts = _outline(kind, long_side, max(long_side / aspect, _MIN_SHORT_SIDE))
     if rng.random() < 0.5:
         pts = pts[:, ::-1]
@@ -107,8 +118,11 @@ def _object_polygon(rng: np.random.Generator, kind: str, long_side: float, aspec
     return _fit_box(pts, long_side)
 
 
-def _object_specs(rng, hw, max_objects, min_size, max_size, max_aspect) -> List[Tuple[int, float, float, np.ndarray]]:
-    """(category, longer side, aspect ratio, centre (x, y)) of the objects of one image: clusters, then loose ones."""
+def _object_specs(
+    rng, hw, max_objects, min_size, max_size, max_aspect
+) -> List[Tuple[int, float, float, np.ndarray]]:
+    """(category, longer side, aspect ratio, centre (x, y)) of the objects of one image: clusters,
+    then loose ones."""
     h, w = hw
     specs = []
     for _ in range(rng.choice(4, p=[0.4, 0.3, 0.2, 0.1])):
@@ -139,12 +153,17 @@ def _object_specs(rng, hw, max_objects, min_size, max_size, max_aspect) -> List[
     sizes += [_log_uniform(rng, min_size, max_size) for _ in range(int(rng.integers(1, 9)))]
     for size in sizes:
         category = int(rng.integers(len(CLUTTER_CLASSES)))
-        specs.append((category, size, _log_uniform(rng, 1, max_aspect), rng.uniform([0, 0], [w, h])))
+        specs.append(
+            (category, size, _log_uniform(rng, 1, max_aspect), rng.uniform([0, 0], [w, h]))
+        )
     return specs[:max_objects]
 
 
-def _distractor(rng: np.random.Generator, hw: Tuple[int, int], max_aspect: float) -> Tuple[str, np.ndarray, float]:
-    """Kind, full mask and size (longer side) of one unannotated distractor, placed uniformly in the image."""
+def _distractor(
+    rng: np.random.Generator, hw: Tuple[int, int], max_aspect: float
+) -> Tuple[str, np.ndarray, float]:
+    """Kind, full mask and size (longer side) of one unannotated distractor, placed uniformly in the
+    image."""
     h, w = hw
     kind = _DISTRACTORS[rng.choice(len(_DISTRACTORS), p=_DISTRACTOR_P)]
     center = rng.uniform([0, 0], [w, h])
@@ -152,12 +171,17 @@ def _distractor(rng: np.random.Generator, hw: Tuple[int, int], max_aspect: float
         length = _log_uniform(rng, 16, max(hw))
         direction = _rotate(np.array([[length / 2, 0.0]]), rng.uniform(0, np.pi))[0]
         canvas = np.zeros(hw, dtype=np.uint8)
-        ends = [tuple(int(v) for v in np.round((p - 0.5) * 16)) for p in (center - direction, center + direction)]
+        ends = [
+            tuple(int(v) for v in np.round((p - 0.5) * 16))
+            for p in (center - direction, center + direction)
+        ]
         cv2.line(canvas, ends[0], ends[1], 1, int(rng.integers(1, 4)), cv2.LINE_8, shift=4)
         return kind, canvas.astype(bool), length
     size = _log_uniform(rng, 12, 0.35 * min(hw))
     if kind in ("ring", "frame"):
-        outer = _object_polygon(rng, "ellipse" if kind == "ring" else "rectangle", size, rng.uniform(1, max_aspect))
+        outer = _object_polygon(
+            rng, "ellipse" if kind == "ring" else "rectangle", size, rng.uniform(1, max_aspect)
+        )
         center = _fit_center(outer, hw, center)
         hole = outer * rng.uniform(0.55, 0.8)
         return kind, polygon_mask(outer + center, hw) & ~polygon_mask(hole + center, hw), size
@@ -172,7 +196,8 @@ def _distractor(rng: np.random.Generator, hw: Tuple[int, int], max_aspect: float
         # Lobed, so that even a round blob does not pass for an ellipse.
         angles = np.linspace(0, 2 * np.pi, 48, endpoint=False)
         radii = 1 + sum(
-            rng.uniform(0.1, 0.3) * np.cos(k * angles + rng.uniform(0, 2 * np.pi)) for k in range(2, 6)
+            rng.uniform(0.1, 0.3) * np.cos(k * angles + rng.uniform(0, 2 * np.pi))
+            for k in range(2, 6)
         )
         pts = radii[:, None] * np.stack([np.cos(angles), np.sin(angles)], axis=1)
     pts = _fit_box(_rotate(pts, rng.uniform(0, 2 * np.pi)), size)
@@ -193,9 +218,13 @@ def _clutter_background(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray
         col = np.floor(x / cell_w)
         x_in_tile = x - col * np.float32(cell_w)
         col = col.astype(np.int32)
-        tiles = rng.normal(0, rng.uniform(5, 20), ((row[-1] + 1) * (col.max() + 1), 3)).astype(image.dtype)
+        tiles = rng.normal(0, rng.uniform(5, 20), ((row[-1] + 1) * (col.max() + 1), 3)).astype(
+            image.dtype
+        )
         image += np.take(tiles, row[:, None] * (col.max() + 1) + col, axis=0)
-        joints = (x_in_tile < rng.uniform(1, 3)) | (y - row * np.float32(cell_h) < rng.uniform(1, 3))[:, None]
+        joints = (x_in_tile < rng.uniform(1, 3)) | (
+            y - row * np.float32(cell_h) < rng.uniform(1, 3)
+        )[:, None]
         cv2.subtract(image, (rng.uniform(15, 40),) * 3, dst=image, mask=joints.astype(np.uint8))
     if rng.random() < 0.5:
         spots = np.zeros_like(image)
@@ -203,16 +232,30 @@ def _clutter_background(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray
         for _ in range(int(rng.integers(5, 30))):
             center = tuple(int(v) for v in rng.uniform([0, 0], [w, h]))
             axes = tuple(int(v) for v in rng.integers(2, 20, 2))
-            cv2.ellipse(spots, center, axes, 0.0, 0.0, 360.0, tuple(float(v) for v in rng.uniform(0, 255, 3)), -1)
+            cv2.ellipse(
+                spots,
+                center,
+                axes,
+                0.0,
+                0.0,
+                360.0,
+                tuple(float(v) for v in rng.uniform(0, 255, 3)),
+                -1,
+            )
             cv2.ellipse(where, center, axes, 0.0, 0.0, 360.0, 1, -1)
         alpha = rng.uniform(0.15, 0.35)
-        np.copyto(image, cv2.addWeighted(image, 1 - alpha, spots, alpha, 0), where=where.astype(bool)[..., None])
+        np.copyto(
+            image,
+            cv2.addWeighted(image, 1 - alpha, spots, alpha, 0),
+            where=where.astype(bool)[..., None],
+        )
     return image
 
 
 @functools.lru_cache(maxsize=4)
 def _pixel_grid(hw: Tuple[int, int]) -> np.ndarray:
-    """float32 [2, H, W]: the y and x coordinates of the pixels, made once per size and read only."""
+    """float32 [2, H, W]: the y and x coordinates of the pixels, made once per size and read
+    only."""
     grid = np.mgrid[0 : hw[0], 0 : hw[1]].astype(np.float32)
     grid.flags.writeable = False
     return grid
@@ -236,25 +279,31 @@ def render_clutter_image(
         rng: the only source of randomness.
         image_size: (height, width), or one int for square images.
         max_objects: at most this many objects per image, before dropping the occluded ones.
-        min_size, max_size_frac: the longer side of an object's unoccluded box is at least ``min_size`` and at most
-            ``max_size_frac * min(height, width)``.
+        min_size, max_size_frac: the longer side of an object's unoccluded box is at least
+            ``min_size`` and at most ``max_size_frac * min(height, width)``.
         max_aspect: the longer side of an object is 1 to ``max_aspect`` times its shorter side.
         max_distractors: unannotated distractors per image are uniform in [0, max_distractors].
         min_visible: objects with a smaller visible fraction of their area are not drawn.
 
     Returns:
         image: uint8 (H, W, 3) RGB.
-        objects: everything drawn, in drawing order: dicts with "category" (index into :data:`CLUTTER_CLASSES`,
-            None for a distractor), "mask" (bool (H, W), the visible pixels) and "full_mask" (bool (H, W), the
-            object without occlusion).
+        objects: everything drawn, in drawing order: dicts with "category" (index into
+            :data:`CLUTTER_CLASSES`, None for a distractor), "mask" (bool (H, W), the visible
+            pixels) and "full_mask" (bool (H, W), the object without occlusion).
     """
     hw = as_hw(image_size)
     max_size = max_size_frac * min(hw)
     if not _MIN_SHORT_SIDE <= min_size <= max_size:
-        raise ValueError(f"Need {_MIN_SHORT_SIDE} <= min_size <= max_size_frac * min(image_size), got {min_size}.")
+        raise ValueError(
+            f"Need {_MIN_SHORT_SIDE} <= min_size <= max_size_frac * min(image_size), got "
+            f"{min_size}."
+        )
     specs = _object_specs(rng, hw, max_objects, min_size, max_size, max_aspect)
-    # Larger objects lower down, as in a scene where small things lie on large ones, but not strictly.
-    order = np.argsort([-math.log(size) + rng.normal(0, 0.7) for _, size, _, _ in specs], kind="stable")
+    # Larger objects lower down, as in a scene where small things lie on large ones, but not
+    # strictly.
+    order = np.argsort(
+        [-math.log(size) + rng.normal(0, 0.7) for _, size, _, _ in specs], kind="stable"
+    )
     layers = []
     for i in order:
         category, size, aspect, center = specs[i]
@@ -262,13 +311,17 @@ def render_clutter_image(
         layers.append((category, polygon_mask(pts + _fit_center(pts, hw, center), hw), size))
     for _ in range(int(rng.integers(0, max_distractors + 1))):
         kind, mask, size = _distractor(rng, hw, max_aspect)
-        # Half of the lines (wires over the scene) and a quarter of the other distractors lie over the objects.
+        # Half of the lines (wires over the scene) and a quarter of the other distractors lie over
+        # the objects.
         if rng.random() < (0.5 if kind == "line" else 0.25):
             layers.append((None, mask, size))
         else:
             layers.insert(0, (None, mask, size))
     visible = visible_masks(
-        [mask for _, mask, _ in layers], min_visible, _MIN_VISIBLE_PIXELS, [c is not None for c, _, _ in layers]
+        [mask for _, mask, _ in layers],
+        min_visible,
+        _MIN_VISIBLE_PIXELS,
+        [c is not None for c, _, _ in layers],
     )
     kept = [i for i, vis in enumerate(visible) if vis is not None and vis.any()]
 
@@ -277,10 +330,13 @@ def render_clutter_image(
     paint_objects(rng, image, [(layers[i][1], visible[i], layers[i][2]) for i in kept], xx, yy)
     image += grey(rng.uniform(0.5, 3) * rng.standard_normal(hw, dtype=np.float32))
     image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
-    return image, [{"category": layers[i][0], "mask": visible[i], "full_mask": layers[i][1]} for i in kept]
+    return image, [
+        {"category": layers[i][0], "mask": visible[i], "full_mask": layers[i][1]} for i in kept
+    ]
 
 
-# Bump the version whenever the images or annotations for given arguments change (see SyntheticFamily).
+# Bump the version whenever the images or annotations for given arguments change (see
+# SyntheticFamily).
 CLUTTER = SyntheticFamily(
     name="clutter",
     classes=CLUTTER_CLASSES,
@@ -298,8 +354,9 @@ def register_clutter_datasets(
     image_size: Optional[ImageSize] = None,
 ) -> None:
     """
-    Registers ``clutter_train`` and ``clutter_val`` (see :func:`dsla.data.synthetic.register_family`). Arguments
-    left as None are read from ``$DSLA_CLUTTER_ROOT``, ``$DSLA_CLUTTER_NUM_TRAIN``, ``$DSLA_CLUTTER_NUM_VAL`` and
+    Registers ``clutter_train`` and ``clutter_val`` (see
+    :func:`dsla.data.synthetic.register_family`). Arguments left as None are read from
+    ``$DSLA_CLUTTER_ROOT``, ``$DSLA_CLUTTER_NUM_TRAIN``, ``$DSLA_CLUTTER_NUM_VAL`` and
     ``$DSLA_CLUTTER_IMAGE_SIZE`` ("HxW"), else default to ``$DETECTRON2_DATASETS/dsla_clutter`` (or
     ``./datasets/dsla_clutter``), 2000, 200 and 256x320.
     """
@@ -311,5 +368,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s"
+    )
     main()

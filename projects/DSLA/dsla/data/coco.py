@@ -1,4 +1,6 @@
-"""COCO-format datasets given on the command line, and a check of the class count against the model's."""
+"""COCO-format datasets given on the command line, and a check of the class count against the
+model's."""
+
 import json
 import logging
 from typing import Iterable, Sequence
@@ -18,22 +20,25 @@ logger = logging.getLogger(__name__)
 
 
 def add_register_coco_argument(parser):
-    """Add ``--register-coco NAME JSON IMAGE_ROOT`` (repeatable) to an argparse parser; see :func:`register_coco_datasets`."""
+    """Add ``--register-coco NAME JSON IMAGE_ROOT`` (repeatable) to an argparse parser; see
+    :func:`register_coco_datasets`."""
     parser.add_argument(
         "--register-coco",
         nargs=3,
         action="append",
         default=[],
         metavar=("NAME", "JSON", "IMAGE_ROOT"),
-        help="register a COCO-format dataset under NAME, usable in DATASETS.TRAIN / DATASETS.TEST (repeatable)",
+        help="register a COCO-format dataset under NAME, usable in DATASETS.TRAIN / DATASETS.TEST "
+        "(repeatable)",
     )
     return parser
 
 
 def register_coco_datasets(specs: Iterable[Sequence[str]]):
     """
-    Register COCO-format datasets given as (name, json_file, image_root) triples, as ``--register-coco`` does.
-    Registering the same files again under a name is a no-op; another dataset under a taken name is an error.
+    Register COCO-format datasets given as (name, json_file, image_root) triples, as
+    ``--register-coco`` does. Registering the same files again under a name is a no-op; another
+    dataset under a taken name is an error.
     """
     for name, json_file, image_root in specs:
         if name in DatasetCatalog.list():
@@ -42,15 +47,16 @@ def register_coco_datasets(specs: Iterable[Sequence[str]]):
                 continue
             raise ValueError(
                 f"--register-coco {name}: a dataset of that name is already registered "
-                f"(json_file={meta.get('json_file')}, image_root={meta.get('image_root')}); choose another name"
+                f"(json_file={meta.get('json_file')}, image_root={meta.get('image_root')}); choose "
+                "another name"
             )
         register_coco_instances(name, {}, json_file, image_root)
 
 
 def dataset_classes(name: str):
     """
-    The class names of a registered dataset: from its metadata; for a COCO-format dataset whose metadata is
-    filled only when it is loaded, from the ``categories`` of its JSON file.
+    The class names of a registered dataset: from its metadata; for a COCO-format dataset whose
+    metadata is filled only when it is loaded, from the ``categories`` of its JSON file.
     """
     meta = MetadataCatalog.get(name)
     if meta.get("thing_classes") is None and meta.get("json_file"):
@@ -73,8 +79,9 @@ def model_num_classes(cfg):
 
 def check_num_classes(cfg, dataset_names=None):
     """
-    Stop before training if the model's class count differs from the training set's: a model with too few
-    classes fails on the first unknown label, and one with too many wastes logits and skews the evaluation.
+    Stop before training if the model's class count differs from the training set's: a model with
+    too few classes fails on the first unknown label, and one with too many wastes logits and skews
+    the evaluation.
     """
     key, num_classes = model_num_classes(cfg)
     for name in dataset_names if dataset_names is not None else cfg.DATASETS.TRAIN:

@@ -12,11 +12,12 @@ __all__ = ["DSLADatasetMapper"]
 
 class DSLADatasetMapper(DatasetMapper):
     """
-    detectron2's :class:`DatasetMapper` with errors that name the image: an unreadable image file, or an
-    annotation whose box has a non-finite coordinate or a negative width or height, or whose class id is outside
-    ``[0, num_classes)``, stops with the file name, image id and annotation index instead of a bare decoder trace,
-    a silently dropped box, a box mirrored into a valid one by the resize, or an error deep in the loss. Boxes that
-    are empty or outside the image after clipping are dropped by detectron2 as usual.
+    detectron2's :class:`DatasetMapper` with errors that name the image: an unreadable image file,
+    or an annotation whose box has a non-finite coordinate or a negative width or height, or whose
+    class id is outside ``[0, num_classes)``, stops with the file name, image id and annotation
+    index instead of a bare decoder trace, a silently dropped box, a box mirrored into a valid one
+    by the resize, or an error deep in the loss. Boxes that are empty or outside the image after
+    clipping are dropped by detectron2 as usual.
     """
 
     @configurable
@@ -52,7 +53,8 @@ class DSLADatasetMapper(DatasetMapper):
         x0, y0, x1, y1 = BoxMode.convert(bbox, anno["bbox_mode"], BoxMode.XYXY_ABS)
         if x1 < x0 or y1 < y0:
             raise ValueError(
-                f"{where} has a box of negative width or height {bbox} ({BoxMode(anno['bbox_mode']).name})"
+                f"{where} has a box of negative width or height {bbox} "
+                f"({BoxMode(anno['bbox_mode']).name})"
             )
         class_id = anno.get("category_id")
         if class_id is None:

@@ -1,6 +1,7 @@
 """
-What the synthetic dataset families (:mod:`dsla.data.shapes`, :mod:`dsla.data.clutter`) have in common: drawing
-helpers (backgrounds, object textures, occlusion), and one writer, cache and registration for a family described
+What the synthetic dataset families (:mod:`dsla.data.shapes`, :mod:`dsla.data.clutter`) have in
+common: drawing helpers (backgrounds, object textures, occlusion), and one writer, cache and
+    registration for a family described
 by a :class:`SyntheticFamily`.
 
 A family renders one image from ``numpy.random.default_rng([seed, i])``, so the same arguments give
@@ -8,11 +9,14 @@ byte-identical images and json. Files under a family's ``root``::
 
     {split}/000000.png, ...                 RGB images
     annotations/instances_{split}.json      COCO instances json
-    annotations/manifest_{split}.json       what the split was generated with, to detect stale or broken caches
+    annotations/manifest_{split}.json       what the split was generated with, to detect stale or
+    broken caches
 
-Datasets ``{name}_train`` and ``{name}_val`` are registered without generating anything; a split is generated the
-first time its dataset is loaded, and again whenever its cache does not match its manifest.
+Datasets ``{name}_train`` and ``{name}_val`` are registered without generating anything; a split is
+generated the first time its dataset is loaded, and again whenever its cache does not match its
+manifest.
 """
+
 import argparse
 import dataclasses
 import functools
@@ -51,14 +55,15 @@ class SyntheticFamily:
     One family of synthetic datasets.
 
     Attributes:
-        name: prefix of the dataset names (``{name}_train``), of the environment variables (``DSLA_{NAME}_ROOT``)
-            and of the default directory (``datasets/dsla_{name}``).
+        name: prefix of the dataset names (``{name}_train``), of the environment variables
+            (``DSLA_{NAME}_ROOT``) and of the default directory (``datasets/dsla_{name}``).
         classes: class names; category ids in the json are 1..len(classes).
-        render: ``render(rng, (height, width), **render_kwargs) -> (image, objects)``: a uint8 (H, W, 3) RGB image
-            and its objects, dicts with "category" (index into ``classes``, or None for a distractor, which is drawn
-            but not annotated) and "mask" (bool (H, W), the visible pixels).
-        version: bump whenever the images or annotations for given arguments change, so that caches written by an
-            older version no longer match their manifest and get regenerated.
+        render: ``render(rng, (height, width), **render_kwargs) -> (image, objects)``: a uint8 (H,
+            W, 3) RGB image and its objects, dicts with "category" (index into ``classes``, or None
+            for a distractor, which is drawn but not annotated) and "mask" (bool (H, W), the visible
+            pixels).
+        version: bump whenever the images or annotations for given arguments change, so that caches
+            written by an older version no longer match their manifest and get regenerated.
         image_size: default (height, width).
         splits: split name -> (default number of images, seed) of the registered datasets.
     """
@@ -87,7 +92,8 @@ def polygon_mask(vertices: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
         bool (H, W)
     """
     canvas = np.zeros(hw, dtype=np.uint8)
-    # OpenCV puts pixel centres on integer coordinates, ours are at +0.5; shift=4 keeps 1/16 pixel precision.
+    # OpenCV puts pixel centres on integer coordinates, ours are at +0.5; shift=4 keeps 1/16 pixel
+    # precision.
     points = np.round((vertices - 0.5) * 16).astype(np.int32)
     cv2.fillPoly(canvas, [points], 1, lineType=cv2.LINE_8, shift=4)
     return canvas.astype(bool)
@@ -100,16 +106,19 @@ def visible_masks(
     annotated: Optional[Sequence[bool]] = None,
 ) -> List[Optional[np.ndarray]]:
     """
-    Occludes each mask (in drawing order, later on top) by the kept masks drawn after it. Decided from the top
-    down, so that dropping an object only ever uncovers the objects below it, and the ones already kept stay valid.
+    Occludes each mask (in drawing order, later on top) by the kept masks drawn after it. Decided
+    from the top down, so that dropping an object only ever uncovers the objects below it, and the
+    ones already kept stay valid.
 
     Args:
-        min_visible, min_pixels: an annotated object with a smaller visible fraction of its area, or fewer visible
-            pixels, is dropped: too little of it shows to tell what it is.
-        annotated: per mask, False for unannotated distractors, which are never dropped. Default: all True.
+        min_visible, min_pixels: an annotated object with a smaller visible fraction of its area, or
+            fewer visible pixels, is dropped: too little of it shows to tell what it is.
+        annotated: per mask, False for unannotated distractors, which are never dropped. Default:
+            all True.
 
     Returns:
-        the visible mask of each object, or None for the objects that are dropped (and must not be drawn).
+        the visible mask of each object, or None for the objects that are dropped (and must not be
+        drawn).
     """
     covered = np.zeros_like(masks[0])
     visible: List[Optional[np.ndarray]] = [None] * len(masks)
@@ -134,15 +143,17 @@ def ramp(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -> np.ndarray
 
 def background(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
     """
-    (H, W, 3) background, of the dtype of ``xx``: a two-colour gradient, low-frequency blotches and sometimes faint
-    stripes.
+    (H, W, 3) background, of the dtype of ``xx``: a two-colour gradient, low-frequency blotches and
+    sometimes faint stripes.
     """
     h, w = xx.shape
     # In the precision of the coordinates: float32 halves the time on large images.
     c0, c1 = rng.uniform(0, 255, (2, 3)).astype(xx.dtype)
     t = ramp(rng, xx, yy)
     image = cv2.merge([c0[k] + (c1[k] - c0[k]) * t for k in range(3)])
-    grid = rng.normal(0, rng.uniform(5, 30), (rng.integers(2, 6), rng.integers(2, 6), 3)).astype(xx.dtype)
+    grid = rng.normal(0, rng.uniform(5, 30), (rng.integers(2, 6), rng.integers(2, 6), 3)).astype(
+        xx.dtype
+    )
     image += cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
     if rng.random() < 0.3:
         angle = rng.uniform(0, np.pi)
@@ -153,12 +164,16 @@ def background(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -> np.n
 
 
 def grey(values: np.ndarray) -> np.ndarray:
-    """(H, W, 3) from (H, W): the same values in all channels, many times faster than broadcasting ``[..., None]``."""
+    """(H, W, 3) from (H, W): the same values in all channels, many times faster than broadcasting
+    ``[..., None]``."""
     return cv2.merge([values] * 3)
 
 
-def contrasting_colour(rng: np.random.Generator, reference: np.ndarray, tries: int = 10) -> np.ndarray:
-    """A random colour, re-drawn a few times if it is too close to ``reference`` to be seen against it."""
+def contrasting_colour(
+    rng: np.random.Generator, reference: np.ndarray, tries: int = 10
+) -> np.ndarray:
+    """A random colour, re-drawn a few times if it is too close to ``reference`` to be seen against
+    it."""
     best, best_dist = None, -1.0
     for _ in range(tries):
         colour = rng.uniform(0, 255, 3)
@@ -170,10 +185,12 @@ def contrasting_colour(rng: np.random.Generator, reference: np.ndarray, tries: i
     return best
 
 
-def texture(rng: np.random.Generator, colour: np.ndarray, xx: np.ndarray, yy: np.ndarray, size: float):
+def texture(
+    rng: np.random.Generator, colour: np.ndarray, xx: np.ndarray, yy: np.ndarray, size: float
+):
     """
-    (h, w, 3) fill of one object over its box, of the dtype of ``xx``: solid, stripes, gradient, checkerboard or
-    noise.
+    (h, w, 3) fill of one object over its box, of the dtype of ``xx``: solid, stripes, gradient,
+    checkerboard or noise.
     """
     kind = rng.choice(5, p=[0.3, 0.2, 0.2, 0.15, 0.15])
     colour = colour.astype(xx.dtype)
@@ -211,11 +228,12 @@ def paint_objects(
     yy: np.ndarray,
 ) -> None:
     """
-    Paints objects in drawing order into the float (H, W, 3) ``image``, each with a :func:`texture` in a colour
-    that stands out from what is under it.
+    Paints objects in drawing order into the float (H, W, 3) ``image``, each with a :func:`texture`
+    in a colour that stands out from what is under it.
 
     Args:
-        objects: (full mask, visible mask, size) of each object; only the visible pixels are painted.
+        objects: (full mask, visible mask, size) of each object; only the visible pixels are
+            painted.
     """
     for full, vis, size in objects:
         box = box_slices(full)
@@ -229,7 +247,12 @@ def _coco_annotation(mask: np.ndarray) -> Dict:
     rows, cols = box_slices(mask)
     rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
     return {
-        "bbox": [float(cols.start), float(rows.start), float(cols.stop - cols.start), float(rows.stop - rows.start)],
+        "bbox": [
+            float(cols.start),
+            float(rows.start),
+            float(cols.stop - cols.start),
+            float(rows.stop - rows.start),
+        ],
         "area": float(mask.sum()),
         "segmentation": {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")},
         "iscrowd": 0,
@@ -256,8 +279,13 @@ def _sha256(path: str) -> str:
 
 
 def _generation_params(num_images, seed, image_size, **render_kwargs) -> Dict:
-    # The manifest compares these to its stored copy, so they must survive a json round trip unchanged.
-    params = {"num_images": int(num_images), "seed": int(seed), "image_size": list(as_hw(image_size))}
+    # The manifest compares these to its stored copy, so they must survive a json round trip
+    # unchanged.
+    params = {
+        "num_images": int(num_images),
+        "seed": int(seed),
+        "image_size": list(as_hw(image_size)),
+    }
     params.update(render_kwargs)
     return json.loads(json.dumps(params))
 
@@ -274,7 +302,8 @@ def generate_split(
     **render_kwargs,
 ) -> str:
     """
-    Writes one split of a family (see the module docstring for the layout), overwriting what is there.
+    Writes one split of a family (see the module docstring for the layout), overwriting what is
+    there.
 
     Args:
         root: dataset directory.
@@ -296,11 +325,15 @@ def generate_split(
     # An interrupted run must not leave a manifest that vouches for a partial split.
     if os.path.exists(manifest_file):
         os.remove(manifest_file)
-    logger.info(f"Generating {num_images} {family.name} images for split '{split}' into {image_dir} ...")
+    logger.info(
+        f"Generating {num_images} {family.name} images for split '{split}' into {image_dir} ..."
+    )
 
     images, annotations = [], []
     image_bytes = 0
-    for index in tqdm(range(num_images), desc=f"{family.name}_{split}", unit="img", disable=not show_progress):
+    for index in tqdm(
+        range(num_images), desc=f"{family.name}_{split}", unit="img", disable=not show_progress
+    ):
         image, objects = family.render(np.random.default_rng([seed, index]), hw, **render_kwargs)
         ok, png = cv2.imencode(".png", image[:, :, ::-1])
         if not ok:
@@ -314,7 +347,11 @@ def generate_split(
         for obj in objects:
             if obj["category"] is None:
                 continue
-            ann = {"id": len(annotations) + 1, "image_id": image_id, "category_id": obj["category"] + 1}
+            ann = {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": obj["category"] + 1,
+            }
             ann.update(_coco_annotation(obj["mask"]))
             annotations.append(ann)
 
@@ -342,7 +379,8 @@ def generate_split(
 
 
 def _cache_problem(family: SyntheticFamily, root: str, split: str, params: Dict) -> Optional[str]:
-    """Why the cached split does not match ``params`` and the family's version, or None if it does."""
+    """Why the cached split does not match ``params`` and the family's version, or None if it
+    does."""
     image_dir, json_file, manifest_file = _paths(root, split)
     try:
         with open(manifest_file) as f:
@@ -355,7 +393,8 @@ def _cache_problem(family: SyntheticFamily, root: str, split: str, params: Dict)
         if _sha256(json_file) != manifest.get("json_sha256"):
             return "annotation json does not match its checksum"
         image_bytes = sum(
-            os.path.getsize(os.path.join(image_dir, _image_file_name(i))) for i in range(params["num_images"])
+            os.path.getsize(os.path.join(image_dir, _image_file_name(i)))
+            for i in range(params["num_images"])
         )
     except OSError as e:
         return f"missing file ({e})"
@@ -374,9 +413,9 @@ def ensure_split(
     **render_kwargs,
 ) -> str:
     """
-    Like :func:`generate_split`, but reuses the split under ``root`` when its manifest shows that it was written
-    with the same arguments and generator version and its files are intact. Safe to call from several processes
-    at once: one generates while the others wait.
+    Like :func:`generate_split`, but reuses the split under ``root`` when its manifest shows that it
+    was written with the same arguments and generator version and its files are intact. Safe to call
+    from several processes at once: one generates while the others wait.
 
     Returns:
         str: path of the COCO instances json.
@@ -392,7 +431,9 @@ def ensure_split(
     return json_file
 
 
-def _load_split(family: SyntheticFamily, name: str, root: str, split: str, num_images: int, seed: int, hw):
+def _load_split(
+    family: SyntheticFamily, name: str, root: str, split: str, num_images: int, seed: int, hw
+):
     json_file = ensure_split(family, root, split, num_images, seed, hw)
     return load_coco_json(json_file, os.path.join(root, split), name)
 
@@ -405,14 +446,17 @@ def register_family(
     image_size: Optional[ImageSize] = None,
 ) -> None:
     """
-    Registers ``{name}_train`` and ``{name}_val`` in detectron2's catalogs. Nothing is generated here: a split is
-    generated (or checked against its manifest and reused) when its dataset is loaded. Calling this again
+    Registers ``{name}_train`` and ``{name}_val`` in detectron2's catalogs. Nothing is generated
+    here: a split is generated (or checked against its manifest and reused) when its dataset is
+        loaded. Calling this again
     re-registers both datasets with the new arguments.
 
-    Each argument left as None is read from an environment variable (``NAME`` is the family's name in capitals),
+    Each argument left as None is read from an environment variable (``NAME`` is the family's name
+    in capitals),
     else takes the family's default:
 
-    * root: ``$DSLA_NAME_ROOT``, else ``$DETECTRON2_DATASETS/dsla_name``, else ``./datasets/dsla_name``.
+    * root: ``$DSLA_NAME_ROOT``, else ``$DETECTRON2_DATASETS/dsla_name``, else
+      ``./datasets/dsla_name``.
     * num_train, num_val: ``$DSLA_NAME_NUM_TRAIN``, ``$DSLA_NAME_NUM_VAL``.
     * image_size: ``$DSLA_NAME_IMAGE_SIZE`` ("160" or "HxW").
     """
@@ -424,7 +468,9 @@ def register_family(
     root = os.path.abspath(root)
     if image_size is None:
         env_size = os.environ.get(prefix + "IMAGE_SIZE")
-        image_size = tuple(int(v) for v in env_size.lower().split("x")) if env_size else family.image_size
+        image_size = (
+            tuple(int(v) for v in env_size.lower().split("x")) if env_size else family.image_size
+        )
         if len(image_size) == 1:
             image_size = image_size * 2
     hw = as_hw(image_size)
@@ -439,7 +485,8 @@ def register_family(
         if name in MetadataCatalog.list():
             MetadataCatalog.remove(name)
         DatasetCatalog.register(
-            name, functools.partial(_load_split, family, name, root, split, num_images[split], seed, hw)
+            name,
+            functools.partial(_load_split, family, name, root, split, num_images[split], seed, hw),
         )
         MetadataCatalog.get(name).set(
             thing_classes=list(family.classes),
@@ -467,7 +514,9 @@ def command_line(
         str: path of the COCO instances json.
     """
     default_h, default_w = family.image_size
-    parser = argparse.ArgumentParser(description=f"Write one split of the DSLA synthetic {family.name} dataset.")
+    parser = argparse.ArgumentParser(
+        description=f"Write one split of the DSLA synthetic {family.name} dataset."
+    )
     parser.add_argument("--root", required=True, help="dataset directory")
     parser.add_argument("--split", default="train", help="split name (default: train)")
     defaults = ", ".join(f"{n} for {s}" for s, (n, _) in family.splits.items())

@@ -1,8 +1,9 @@
 """
-Training and evaluation of DSLA: what detectron2 keeps in ``detectron2.engine`` and its ``tools/train_net.py`` /
-``tools/lazyconfig_train_net.py``, for YAML configs and LazyConfigs alike. ``train_net.py`` is
-``launch(main, ...)`` over :func:`main`.
+Training and evaluation of DSLA: what detectron2 keeps in ``detectron2.engine`` and its
+``tools/train_net.py`` / ``tools/lazyconfig_train_net.py``, for YAML configs and LazyConfigs alike.
+``train_net.py`` is ``launch(main, ...)`` over :func:`main`.
 """
+
 from ..config import resolve_device
 from .defaults import (
     Trainer,

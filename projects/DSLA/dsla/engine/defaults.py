@@ -1,8 +1,9 @@
 """
-What detectron2's ``tools/train_net.py`` defines, for DSLA and in the package, so that ``train_net.py``,
-``tools/*`` and users' own scripts share it: the :class:`Trainer`, :func:`build_evaluator`, :func:`setup` and
-the argument parser.
+What detectron2's ``tools/train_net.py`` defines, for DSLA and in the package, so that
+``train_net.py``, ``tools/*`` and users' own scripts share it: the :class:`Trainer`,
+:func:`build_evaluator`, :func:`setup` and the argument parser.
 """
+
 import contextlib
 import functools
 import importlib.util
@@ -11,7 +12,11 @@ import os
 import weakref
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.engine import DefaultTrainer, default_setup, defaults, hooks
 from detectron2.engine import default_argument_parser as _default_argument_parser
 from detectron2.evaluation import (
@@ -25,7 +30,12 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import AtomicCheckpointer
 from ..config import get_dsla_cfg
-from ..data import DSLADatasetMapper, add_register_coco_argument, check_num_classes, register_coco_datasets
+from ..data import (
+    DSLADatasetMapper,
+    add_register_coco_argument,
+    check_num_classes,
+    register_coco_datasets,
+)
 from ..evaluation import ScoreIoUEvaluator
 from ..solver import build_optimizer
 from .lazy import lazy_main
@@ -43,9 +53,9 @@ __all__ = [
 
 def default_argument_parser(epilog=None):
     """
-    detectron2's arguments (``--config-file``, ``--resume``, ``--eval-only``, ``--num-gpus``, ``--num-machines``,
-    ``--machine-rank``, ``--dist-url``, trailing overrides) plus ``--register-coco NAME JSON IMAGE_ROOT`` and
-    ``--require-gpu``.
+    detectron2's arguments (``--config-file``, ``--resume``, ``--eval-only``, ``--num-gpus``,
+    ``--num-machines``, ``--machine-rank``, ``--dist-url``, trailing overrides) plus
+    ``--register-coco NAME JSON IMAGE_ROOT`` and ``--require-gpu``.
     """
     parser = _default_argument_parser(epilog)
     add_register_coco_argument(parser)
@@ -57,30 +67,38 @@ def add_require_gpu_argument(parser):
     parser.add_argument(
         "--require-gpu",
         action="store_true",
-        help="fail if the config asks for CUDA and none is available, instead of running on the CPU",
+        help="fail if the config asks for CUDA and none is available, instead of running on the "
+        "CPU",
     )
 
 
 def build_evaluator(cfg, dataset_name, output_folder=None):
     """
-    The evaluator of a dataset's ``evaluator_type`` (its metadata), as detectron2's ``tools/train_net.py`` picks
-    it: "coco", "lvis" or "pascal_voc"; with ``TEST.SCORE_IOU_EVAL`` also a :class:`ScoreIoUEvaluator`.
+    The evaluator of a dataset's ``evaluator_type`` (its metadata), as detectron2's
+    ``tools/train_net.py`` picks
+    it: "coco", "lvis" or "pascal_voc"; with ``TEST.SCORE_IOU_EVAL`` also a
+        :class:`ScoreIoUEvaluator`.
     """
     if output_folder is None:
         output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
     if evaluator_type == "coco":
-        # Without detectron2's compiled ops its fast COCOeval is unavailable; use pycocotools' quietly.
+        # Without detectron2's compiled ops its fast COCOeval is unavailable; use pycocotools'
+        # quietly.
         has_compiled_ops = importlib.util.find_spec("detectron2._C") is not None
-        evaluator = COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=has_compiled_ops)
+        evaluator = COCOEvaluator(
+            dataset_name, output_dir=output_folder, use_fast_impl=has_compiled_ops
+        )
     elif evaluator_type == "lvis":
         evaluator = LVISEvaluator(dataset_name, output_dir=output_folder)
     elif evaluator_type == "pascal_voc":
         evaluator = PascalVOCDetectionEvaluator(dataset_name)
     else:
         raise ValueError(
-            f"No box evaluator for dataset {dataset_name!r} with evaluator_type {evaluator_type!r}; DSLA evaluates "
-            "'coco', 'lvis' and 'pascal_voc' datasets (set MetadataCatalog.get(name).evaluator_type)."
+            f"No box evaluator for dataset {dataset_name!r} with evaluator_type "
+            f"{evaluator_type!r}; DSLA evaluates "
+            "'coco', 'lvis' and 'pascal_voc' datasets (set "
+            "MetadataCatalog.get(name).evaluator_type)."
         )
     if not cfg.TEST.SCORE_IOU_EVAL:
         return evaluator
@@ -92,8 +110,8 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
 @contextlib.contextmanager
 def _ddp_without_device_ids_on_cpu(device):
     """
-    detectron2 wraps the model in DDP with ``device_ids=[local rank]``, which PyTorch rejects for a CPU model;
-    without device ids DDP works on the CPU with GLOO (``--num-gpus N`` without a GPU).
+    detectron2 wraps the model in DDP with ``device_ids=[local rank]``, which PyTorch rejects for a
+    CPU model; without device ids DDP works on the CPU with GLOO (``--num-gpus N`` without a GPU).
     """
     if device != "cpu":
         yield
@@ -108,9 +126,10 @@ def _ddp_without_device_ids_on_cpu(device):
 
 class Trainer(DefaultTrainer):
     """
-    detectron2's DefaultTrainer with the DSLA data mapper and optimizers (``SOLVER.OPTIMIZER``, full-model
-    gradient clipping) and :func:`build_evaluator`. Checkpoints are written atomically, the best one is kept with
-    ``TEST.BEST_CHECKPOINT_METRIC``, and multi-process training also runs on the CPU (GLOO).
+    detectron2's DefaultTrainer with the DSLA data mapper and optimizers (``SOLVER.OPTIMIZER``,
+    full-model gradient clipping) and :func:`build_evaluator`. Checkpoints are written atomically,
+    the best one is kept with ``TEST.BEST_CHECKPOINT_METRIC``, and multi-process training also runs
+    on the CPU (GLOO).
     """
 
     def __init__(self, cfg):
@@ -118,11 +137,15 @@ class Trainer(DefaultTrainer):
             super().__init__(cfg)
 
     def build_hooks(self):
-        # Called by DefaultTrainer.__init__ before the hooks (PeriodicCheckpointer) take the checkpointer.
-        self.checkpointer = AtomicCheckpointer(self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        # Called by DefaultTrainer.__init__ before the hooks (PeriodicCheckpointer) take the
+        # checkpointer.
+        self.checkpointer = AtomicCheckpointer(
+            self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
         ret = super().build_hooks()
         if self.cfg.TEST.BEST_CHECKPOINT_METRIC and self.cfg.TEST.EVAL_PERIOD > 0:
-            # After the EvalHook, whose results it reads from the event storage, and before the writers.
+            # After the EvalHook, whose results it reads from the event storage, and before the
+            # writers.
             after_eval = next(i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook)) + 1
             ret.insert(
                 after_eval,
@@ -145,7 +168,9 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name, mapper=DSLADatasetMapper(cfg, is_train=False))
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=DSLADatasetMapper(cfg, is_train=False)
+        )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -154,8 +179,9 @@ class Trainer(DefaultTrainer):
 
 def setup(args):
     """
-    The frozen config of ``args.config_file`` (YAML) and ``args.opts``, with detectron2's ``default_setup``. A
-    config asking for CUDA runs on the CPU when there is none, unless ``args.require_gpu``.
+    The frozen config of ``args.config_file`` (YAML) and ``args.opts``, with detectron2's
+    ``default_setup``. A config asking for CUDA runs on the CPU when there is none, unless
+    ``args.require_gpu``.
     """
     cfg = get_dsla_cfg(args.config_file, args.opts, freeze=True, require_gpu=args.require_gpu)
     default_setup(cfg, args)
@@ -165,9 +191,10 @@ def setup(args):
 
 def main(args):
     """
-    What ``train_net.py`` runs in each process: train (or with ``args.eval_only`` evaluate) the config of
-    ``args.config_file``: a YAML config with ``KEY VALUE`` overrides through :class:`Trainer`, or a LazyConfig
-    (``.py``) with ``key=value`` overrides as detectron2's ``tools/lazyconfig_train_net.py`` does.
+    What ``train_net.py`` runs in each process: train (or with ``args.eval_only`` evaluate) the
+    config of ``args.config_file``: a YAML config with ``KEY VALUE`` overrides through
+    :class:`Trainer`, or a LazyConfig (``.py``) with ``key=value`` overrides as detectron2's
+    ``tools/lazyconfig_train_net.py`` does.
 
     Returns:
         the evaluation results (``{"bbox": {"AP": ...}}``), if any
@@ -178,7 +205,9 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
         return Trainer.test(cfg, model)
     check_num_classes(cfg)
     trainer = Trainer(cfg)
@@ -187,10 +216,10 @@ def main(args):
 
 
 def final_metrics(output_dir):
-    """The last evaluation written to ``metrics.json`` by detectron2's writers, e.g. ``{"bbox/AP": ...}``."""
+    """The last evaluation written to ``metrics.json`` by detectron2's writers, e.g. ``{"bbox/AP":
+    ...}``."""
     with open(os.path.join(output_dir, "metrics.json")) as f:
         evaluations = [m for m in map(json.loads, f) if "bbox/AP" in m]
     if not evaluations:
         raise RuntimeError(f"No evaluation in {output_dir}/metrics.json; did training finish?")
     return evaluations[-1]
-

@@ -3,13 +3,22 @@ Training and evaluation of a detectron2 LazyConfig (``configs/DSLA/*.py``), as d
 ``tools/lazyconfig_train_net.py`` does it, with DSLA's atomic checkpoints and the CPU fallback.
 
 The config follows detectron2's layout: ``model``, ``dataloader.train``, ``dataloader.test``,
-``dataloader.evaluator``, ``optimizer``, ``lr_multiplier`` and ``train`` (``output_dir``, ``init_checkpoint``,
-``max_iter``, ``eval_period``, ``log_period``, ``device``, ``checkpointer``, ``amp.enabled``, ``ddp``).
+``dataloader.evaluator``, ``optimizer``, ``lr_multiplier`` and ``train`` (``output_dir``,
+``init_checkpoint``, ``max_iter``, ``eval_period``, ``log_period``, ``device``, ``checkpointer``,
+``amp.enabled``, ``ddp``).
 """
+
 import logging
 
 from detectron2.config import LazyConfig, instantiate
-from detectron2.engine import AMPTrainer, SimpleTrainer, create_ddp_model, default_setup, default_writers, hooks
+from detectron2.engine import (
+    AMPTrainer,
+    SimpleTrainer,
+    create_ddp_model,
+    default_setup,
+    default_writers,
+    hooks,
+)
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -24,8 +33,9 @@ logger = logging.getLogger(__name__)
 
 def setup_lazy(args):
     """
-    The LazyConfig of ``args.config_file`` with ``key=value`` overrides ``args.opts``, and detectron2's
-    ``default_setup``. ``train.device`` CUDA runs on the CPU when there is none, unless ``args.require_gpu``.
+    The LazyConfig of ``args.config_file`` with ``key=value`` overrides ``args.opts``, and
+    detectron2's ``default_setup``. ``train.device`` CUDA runs on the CPU when there is none, unless
+    ``args.require_gpu``.
     """
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
@@ -44,16 +54,20 @@ def _ddp(cfg, model):
 
 
 def do_test(cfg, model):
-    """Evaluate ``model`` on ``dataloader.test`` with ``dataloader.evaluator``; None if there is no evaluator."""
+    """Evaluate ``model`` on ``dataloader.test`` with ``dataloader.evaluator``; None if there is no
+    evaluator."""
     if "evaluator" not in cfg.dataloader:
         return None
-    results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+    results = inference_on_dataset(
+        model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
+    )
     print_csv_format(results)
     return results
 
 
 def do_train(args, cfg):
-    """Train ``cfg.model`` with detectron2's SimpleTrainer (AMPTrainer with ``train.amp.enabled``) and hooks."""
+    """Train ``cfg.model`` with detectron2's SimpleTrainer (AMPTrainer with ``train.amp.enabled``)
+    and hooks."""
     model = instantiate(cfg.model)
     logger.info(f"Model:\n{model}")
     model.to(cfg.train.device)
@@ -63,16 +77,21 @@ def do_train(args, cfg):
     train_loader = instantiate(cfg.dataloader.train)
 
     model = _ddp(cfg, model)
-    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
+    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(
+        model, train_loader, optimizer
+    )
     checkpointer = AtomicCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
+            if comm.is_main_process()
+            else None,
             hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
             hooks.PeriodicWriter(
-                default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period
+                default_writers(cfg.train.output_dir, cfg.train.max_iter),
+                period=cfg.train.log_period,
             )
             if comm.is_main_process()
             else None,
@@ -91,5 +110,7 @@ def lazy_main(args):
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
     model = _ddp(cfg, model)
-    AtomicCheckpointer(model, cfg.train.output_dir).resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    AtomicCheckpointer(model, cfg.train.output_dir).resume_or_load(
+        cfg.train.init_checkpoint, resume=args.resume
+    )
     return do_test(cfg, model)

@@ -1,7 +1,9 @@
 """
-Does the classification score track localization quality? The measurement behind DSLA's motivation (spec
-section 7): for every detection, the IoU with its best-matching ground truth of the same class, against its score.
+Does the classification score track localization quality? The measurement behind DSLA's motivation
+(spec section 7): for every detection, the IoU with its best-matching ground truth of the same
+class, against its score.
 """
+
 import itertools
 import logging
 import math
@@ -44,7 +46,10 @@ def add_score_iou_config(cfg):
 
 
 def match_to_ground_truth(
-    pred_boxes: torch.Tensor, pred_classes: torch.Tensor, gt_boxes: torch.Tensor, gt_classes: torch.Tensor
+    pred_boxes: torch.Tensor,
+    pred_classes: torch.Tensor,
+    gt_boxes: torch.Tensor,
+    gt_classes: torch.Tensor,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """
     Match every detection to the ground truth of its class it overlaps most.
@@ -54,8 +59,10 @@ def match_to_ground_truth(
         gt_boxes: Tensor[G, 4] XYXY; gt_classes: Tensor[G] long. G may be 0.
 
     Returns:
-        ious: Tensor[D], the IoU with the matched ground truth, 0 when no box of that class overlaps.
-        gt_index: Tensor[D] long, index of the matched ground truth in ``gt_boxes``, -1 when ``ious`` is 0.
+        ious: Tensor[D], the IoU with the matched ground truth, 0 when no box of that class
+            overlaps.
+        gt_index: Tensor[D] long, index of the matched ground truth in ``gt_boxes``, -1 when
+            ``ious`` is 0.
     """
     num_dets = len(pred_boxes)
     if num_dets == 0 or len(gt_boxes) == 0:
@@ -102,22 +109,29 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def gt_pair_concordance(
-    scores: np.ndarray, ious: np.ndarray, group: np.ndarray, num_groups: int, *, max_pairs: int = 1 << 22
+    scores: np.ndarray,
+    ious: np.ndarray,
+    group: np.ndarray,
+    num_groups: int,
+    *,
+    max_pairs: int = 1 << 22,
 ) -> float:
     """
-    How well scores rank each ground truth's detections by localization, independent of how many it has: for
-    every pair of detections of the same ground truth (``group``) with different IoUs, 1 if the higher-scored one
-    has the higher IoU, 0 if the lower-scored one has, 1/2 if their scores tie; averaged over each ground truth's
-    pairs, then over the ground truths that have such a pair. 1/2 is a score that ignores localization, 1 a
-    perfect ranking; nan when no ground truth has two detections of different IoUs.
+    How well scores rank each ground truth's detections by localization, independent of how many it
+    has: for every pair of detections of the same ground truth (``group``) with different IoUs, 1 if
+        the higher-scored one
+    has the higher IoU, 0 if the lower-scored one has, 1/2 if their scores tie; averaged over each
+    ground truth's pairs, then over the ground truths that have such a pair. 1/2 is a score that
+    ignores localization, 1 a perfect ranking; nan when no ground truth has two detections of
+    different IoUs.
 
-    Pairs are formed about ``max_pairs`` at a time (whole ground truths), so that thousands of detections of
-    one image do not need memory quadratic in their number at once.
+    Pairs are formed about ``max_pairs`` at a time (whole ground truths), so that thousands of
+    detections of one image do not need memory quadratic in their number at once.
     """
     order = np.argsort(group, kind="stable")
     group, scores, ious = group[order], scores[order], ious[order]
-    # Detection k pairs with the n_after[k] detections after it in its ground truth's run: pairs number
-    # pair_begin[k] .. pair_begin[k] + n_after[k] - 1 of all.
+    # Detection k pairs with the n_after[k] detections after it in its ground truth's run: pairs
+    # number pair_begin[k] .. pair_begin[k] + n_after[k] - 1 of all.
     index = np.arange(len(group))
     n_after = np.searchsorted(group, group, side="right") - index - 1
     pair_begin = np.cumsum(n_after) - n_after
@@ -125,7 +139,9 @@ def gt_pair_concordance(
     start = 0
     while start < len(group):
         stop = int(np.searchsorted(pair_begin, pair_begin[start] + max_pairs, side="left"))
-        stop = int(np.searchsorted(group, group[max(stop, start + 1) - 1], side="right"))  # end of a ground truth
+        stop = int(
+            np.searchsorted(group, group[max(stop, start + 1) - 1], side="right")
+        )  # end of a ground truth
         repeats = n_after[start:stop]
         first = np.repeat(index[start:stop], repeats)
         pair_number = pair_begin[start] + np.arange(len(first))
@@ -155,21 +171,24 @@ def summarize_score_iou(
     The consistency figures of a set of detections, each matched by :func:`match_to_ground_truth`.
 
     Args:
-        scores, ious: [D] float; image_index: [D] int, the image of each detection; gt_index: [D] int, the
-            matched ground truth within its image (-1 for none).
+        scores, ious: [D] float; image_index: [D] int, the image of each detection; gt_index: [D]
+            int, the matched ground truth within its image (-1 for none).
         iou_threshold: detections with ``iou >= iou_threshold`` are "matched".
-        topk: for each k, the mean IoU of the k highest-scored detections of an image (all of them when it has
-            fewer), averaged over the images that have detections; unmatched detections count as IoU 0.
+        topk: for each k, the mean IoU of the k highest-scored detections of an image (all of them
+            when it has fewer), averaged over the images that have detections; unmatched detections
+            count as IoU 0.
 
     Returns:
-        Floats: ``pearson``, ``spearman`` (score vs IoU over matched detections), ``num_detections``,
-        ``num_matched_detections``, ``mean_matched_iou``, ``num_matched_gt`` (ground truths that are the match
-        of at least one matched detection), ``gt_top_score_not_best_iou`` (the fraction of those whose
-        highest-scored matched detection is less well localized than their best-localized one; with tied top
-        scores the best IoU among them counts), ``gt_pair_concordance`` (:func:`gt_pair_concordance` of the
-        matched detections: unlike the fraction, it does not grow with the number of detections per ground
-        truth), ``mean_iou_top{k}``. Figures that are undefined (too few
-        detections, constant scores) are nan.
+        Floats: ``pearson``, ``spearman`` (score vs IoU over matched detections),
+            ``num_detections``,
+        ``num_matched_detections``, ``mean_matched_iou``, ``num_matched_gt`` (ground truths that are
+        the match of at least one matched detection), ``gt_top_score_not_best_iou`` (the fraction of
+        those whose highest-scored matched detection is less well localized than their
+        best-localized one; with tied top scores the best IoU among them counts),
+        ``gt_pair_concordance`` (:func:`gt_pair_concordance` of the matched detections: unlike the
+        fraction, it does not grow with the number of detections per ground truth),
+        ``mean_iou_top{k}``. Figures that are undefined (too few detections, constant scores) are
+        nan.
     """
     scores = np.asarray(scores, dtype=np.float64)
     ious = np.asarray(ious, dtype=np.float64)
@@ -186,7 +205,9 @@ def summarize_score_iou(
     }
 
     # One group per matched ground truth, i.e. per (image, gt) pair.
-    _, group = np.unique(np.stack([image_index[matched], gt_index[matched]], axis=1), axis=0, return_inverse=True)
+    _, group = np.unique(
+        np.stack([image_index[matched], gt_index[matched]], axis=1), axis=0, return_inverse=True
+    )
     group = group.reshape(-1)
     num_gt = int(group.max()) + 1 if len(group) else 0
     m_scores, m_ious = scores[matched], ious[matched]
@@ -198,7 +219,9 @@ def summarize_score_iou(
     is_top_scored = m_scores == top_score[group]
     np.maximum.at(iou_of_top_scored, group[is_top_scored], m_ious[is_top_scored])
     results["num_matched_gt"] = float(num_gt)
-    results["gt_top_score_not_best_iou"] = float((iou_of_top_scored < best_iou).mean()) if num_gt else math.nan
+    results["gt_top_score_not_best_iou"] = (
+        float((iou_of_top_scored < best_iou).mean()) if num_gt else math.nan
+    )
     results["gt_pair_concordance"] = gt_pair_concordance(m_scores, m_ious, group, num_gt)
 
     # Sort by image, then by descending score, to read each image's top k off the front of its run.
@@ -208,7 +231,11 @@ def summarize_score_iou(
     rank_in_image = np.arange(len(order)) - np.repeat(run_starts, run_lengths)
     for k in topk:
         in_top = rank_in_image < k
-        top_sums = np.add.reduceat(np.where(in_top, sorted_ious, 0.0), run_starts) if len(order) else np.zeros(0)
+        top_sums = (
+            np.add.reduceat(np.where(in_top, sorted_ious, 0.0), run_starts)
+            if len(order)
+            else np.zeros(0)
+        )
         top_means = top_sums / np.minimum(run_lengths, k)
         results[f"mean_iou_top{k}"] = float(top_means.mean()) if len(top_means) else math.nan
     return results
@@ -216,8 +243,8 @@ def summarize_score_iou(
 
 def load_score_iou_pairs(path: str) -> Dict[str, np.ndarray]:
     """
-    Read the file :class:`ScoreIoUEvaluator` writes: arrays ``scores``, ``ious``, ``classes``, ``image_index``,
-    ``gt_index`` (one entry per detection) and ``iou_threshold``, ``topk``.
+    Read the file :class:`ScoreIoUEvaluator` writes: arrays ``scores``, ``ious``, ``classes``,
+    ``image_index``, ``gt_index`` (one entry per detection) and ``iou_threshold``, ``topk``.
     """
     with PathManager.open(path, "rb") as f:
         data = np.load(f)
@@ -226,21 +253,24 @@ def load_score_iou_pairs(path: str) -> Dict[str, np.ndarray]:
 
 class ScoreIoUEvaluator(DatasetEvaluator):
     """
-    Score-vs-IoU consistency of a detector's outputs (spec section 7): each detection is matched to the ground
-    truth of its class it overlaps most, and :func:`summarize_score_iou` reports the correlation of score and IoU
-    for detections with IoU >= 0.5, the fraction of ground truths whose highest-scored detection is not their
-    best-localized one, and the mean IoU of each image's top-k detections.
+    Score-vs-IoU consistency of a detector's outputs (spec section 7): each detection is matched to
+    the ground truth of its class it overlaps most, and :func:`summarize_score_iou` reports the
+    correlation of score and IoU for detections with IoU >= 0.5, the fraction of ground truths whose
+    highest-scored detection is not their best-localized one, and the mean IoU of each image's top-k
+    detections.
 
-    It measures whatever ``Instances`` the model returns, i.e. detections after NMS. To measure them before NMS
-    would remove them, run the model with NMS disabled, e.g. ``MODEL.DSLA.NMS_THRESH_TEST 1.0`` (or
-    ``MODEL.FCOS.NMS_THRESH_TEST 1.0``), and raise ``TEST.DETECTIONS_PER_IMAGE`` to keep more of them.
+    It measures whatever ``Instances`` the model returns, i.e. detections after NMS. To measure them
+    before NMS would remove them, run the model with NMS disabled, e.g. ``MODEL.DSLA.NMS_THRESH_TEST
+    1.0`` (or ``MODEL.FCOS.NMS_THRESH_TEST 1.0``), and raise ``TEST.DETECTIONS_PER_IMAGE`` to keep
+    more of them.
 
-    Ground truth comes from ``DatasetCatalog.get(dataset_name)``: boxes of any ``BoxMode``, ``category_id`` in
-    detectron2's contiguous ids (what ``load_coco_json`` returns); crowd annotations are not matched.
+    Ground truth comes from ``DatasetCatalog.get(dataset_name)``: boxes of any ``BoxMode``,
+    ``category_id`` in detectron2's contiguous ids (what ``load_coco_json`` returns); crowd
+    annotations are not matched.
 
-    Results (on the main process; ``{}`` elsewhere) are ``{"score_iou": {name: float}}``; undefined figures are
-    nan. With ``output_dir``, the per-detection pairs are saved as ``score_iou_pairs.npz``
-    (see :func:`load_score_iou_pairs`).
+    Results (on the main process; ``{}`` elsewhere) are ``{"score_iou": {name: float}}``; undefined
+    figures are nan. With ``output_dir``, the per-detection pairs are saved as
+    ``score_iou_pairs.npz`` (see :func:`load_score_iou_pairs`).
     """
 
     def __init__(
@@ -259,8 +289,8 @@ class ScoreIoUEvaluator(DatasetEvaluator):
             output_dir: where to save the per-detection pairs; None to not save them.
             distributed: gather the detections of all workers before summarizing.
             iou_threshold, topk: see :func:`summarize_score_iou`.
-            dataset_ids: the dicts' ``category_id`` are the dataset's own ids; map them to contiguous ids with
-                the metadata's ``thing_dataset_id_to_contiguous_id``.
+            dataset_ids: the dicts' ``category_id`` are the dataset's own ids; map them to
+                contiguous ids with the metadata's ``thing_dataset_id_to_contiguous_id``.
         """
         self._output_dir = output_dir
         self._distributed = distributed
@@ -268,12 +298,21 @@ class ScoreIoUEvaluator(DatasetEvaluator):
         self._topk = tuple(int(k) for k in topk)
         self._cpu_device = torch.device("cpu")
 
-        id_map = MetadataCatalog.get(dataset_name).thing_dataset_id_to_contiguous_id if dataset_ids else None
+        id_map = (
+            MetadataCatalog.get(dataset_name).thing_dataset_id_to_contiguous_id
+            if dataset_ids
+            else None
+        )
         self._gt = {}
         for record in DatasetCatalog.get(dataset_name):
             annotations = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
-            boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annotations]
-            classes = [a["category_id"] if id_map is None else id_map[a["category_id"]] for a in annotations]
+            boxes = [
+                BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annotations
+            ]
+            classes = [
+                a["category_id"] if id_map is None else id_map[a["category_id"]]
+                for a in annotations
+            ]
             self._gt[record["image_id"]] = (
                 torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
                 torch.tensor(classes, dtype=torch.long),
@@ -308,12 +347,21 @@ class ScoreIoUEvaluator(DatasetEvaluator):
         else:
             predictions = self._predictions
 
-        dtypes = {"scores": np.float32, "ious": np.float32, "classes": np.int64, "gt_index": np.int64}
+        dtypes = {
+            "scores": np.float32,
+            "ious": np.float32,
+            "classes": np.int64,
+            "gt_index": np.int64,
+        }
         pairs = {
-            key: np.concatenate([p[key] for p in predictions]) if predictions else np.zeros(0, dtype)
+            key: np.concatenate([p[key] for p in predictions])
+            if predictions
+            else np.zeros(0, dtype)
             for key, dtype in dtypes.items()
         }
-        pairs["image_index"] = np.repeat(np.arange(len(predictions)), [len(p["scores"]) for p in predictions])
+        pairs["image_index"] = np.repeat(
+            np.arange(len(predictions)), [len(p["scores"]) for p in predictions]
+        )
         results = summarize_score_iou(
             pairs["scores"],
             pairs["ious"],

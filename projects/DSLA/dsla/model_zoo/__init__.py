@@ -1,7 +1,9 @@
 """
-The DSLA configs shipped with the package (``dsla/model_zoo/configs``, the repository's ``configs/``), found
-from any directory and from an installed package, as ``detectron2.model_zoo`` does for detectron2's.
+The DSLA configs shipped with the package (``dsla/model_zoo/configs``, the repository's
+``configs/``), found from any directory and from an installed package, as ``detectron2.model_zoo``
+does for detectron2's.
 """
+
 import os
 
 from detectron2.config import LazyConfig
@@ -20,15 +22,18 @@ def get_config_file(config_path: str) -> str:
     """
     path = os.path.join(CONFIG_ROOT, config_path)
     if not os.path.isfile(path):
-        raise RuntimeError(f"{config_path} is not a DSLA config; the configs are under {CONFIG_ROOT}")
+        raise RuntimeError(
+            f"{config_path} is not a DSLA config; the configs are under {CONFIG_ROOT}"
+        )
     return path
 
 
 def get_config(config_path: str, device_fallback: bool = True):
     """
     A shipped config: for a YAML, detectron2's config with the DSLA keys (a ``CfgNode``, as
-    :func:`dsla.get_dsla_cfg` gives it, with ``device_fallback``); for a ``.py``, the LazyConfig (an omegaconf
-    ``DictConfig``), whose ``train.device`` is resolved when it runs (``train_net.py``, ``--require-gpu``).
+    :func:`dsla.get_dsla_cfg` gives it, with ``device_fallback``); for a ``.py``, the LazyConfig (an
+    omegaconf ``DictConfig``), whose ``train.device`` is resolved when it runs (``train_net.py``,
+    ``--require-gpu``).
     """
     path = get_config_file(config_path)
     if path.endswith(".py"):

@@ -1,16 +1,25 @@
 """
-LazyConfig pieces derived from a YAML config, so that ``configs/DSLA/X.py`` and ``configs/DSLA/X.yaml`` cannot
-drift: each piece is a ``LazyCall`` of the builder the YAML path uses, with the arguments that builder's
-``from_config`` reads from the YAML. The layout and key names are those of detectron2's ``configs/common``.
+LazyConfig pieces derived from a YAML config, so that ``configs/DSLA/X.py`` and
+``configs/DSLA/X.yaml`` cannot
+drift: each piece is a ``LazyCall`` of the builder the YAML path uses, with the arguments that
+    builder's
+``from_config`` reads from the YAML. The layout and key names are those of detectron2's
+``configs/common``.
 """
+
 import inspect
 from typing import Any, Dict, Mapping
 
 from fvcore.common.param_scheduler import CosineParamScheduler, MultiStepParamScheduler
 from omegaconf import DictConfig, OmegaConf
 
-from detectron2.config import CfgNode, LazyCall as L, get_cfg
-from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.config import CfgNode, get_cfg
+from detectron2.config import LazyCall as L
+from detectron2.data import (
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone, build_backbone
 from detectron2.solver import WarmupParamScheduler
@@ -45,8 +54,9 @@ def _plain(node):
 
 def build_backbone_from_keys(model_keys: Mapping, input_channels: int = 3) -> Backbone:
     """
-    detectron2's ``build_backbone`` on the DSLA defaults updated with ``model_keys``, a nested mapping of
-    ``MODEL`` keys (``BACKBONE.NAME``, ``RESNETS``, ``SWIN``, ``FPN``, ...), e.g. a LazyConfig node.
+    detectron2's ``build_backbone`` on the DSLA defaults updated with ``model_keys``, a nested
+    mapping of ``MODEL`` keys (``BACKBONE.NAME``, ``RESNETS``, ``SWIN``, ``FPN``, ...), e.g. a
+    LazyConfig node.
     """
     if isinstance(model_keys, DictConfig):
         model_keys = OmegaConf.to_container(model_keys, resolve=True)
@@ -61,11 +71,16 @@ def lazy_model(cfg: CfgNode):
     if cfg.MODEL.META_ARCHITECTURE != "DSLA" or cfg.MODEL.PROPOSAL_GENERATOR.NAME != "DSLA":
         raise ValueError(
             "LazyConfigs are derived for the DSLA detector only, got MODEL.META_ARCHITECTURE "
-            f"{cfg.MODEL.META_ARCHITECTURE!r} with MODEL.PROPOSAL_GENERATOR.NAME {cfg.MODEL.PROPOSAL_GENERATOR.NAME!r}"
+            f"{cfg.MODEL.META_ARCHITECTURE!r} with MODEL.PROPOSAL_GENERATOR.NAME "
+            f"{cfg.MODEL.PROPOSAL_GENERATOR.NAME!r}"
         )
     # The FPN levels the head reads, without building the backbone.
-    shapes = [ShapeSpec(channels=cfg.MODEL.FPN.OUT_CHANNELS, stride=s) for s in cfg.MODEL.DSLA.FPN_STRIDES]
-    proposal_generator = DSLAProposalGenerator.from_config(cfg, dict(zip(cfg.MODEL.DSLA.IN_FEATURES, shapes)))
+    shapes = [
+        ShapeSpec(channels=cfg.MODEL.FPN.OUT_CHANNELS, stride=s) for s in cfg.MODEL.DSLA.FPN_STRIDES
+    ]
+    proposal_generator = DSLAProposalGenerator.from_config(
+        cfg, dict(zip(cfg.MODEL.DSLA.IN_FEATURES, shapes))
+    )
     proposal_generator["head"] = L(DSLAHead)(**DSLAHead.from_config(cfg, shapes))
     return L(DSLA)(
         backbone=L(build_backbone_from_keys)(
@@ -79,12 +94,15 @@ def lazy_model(cfg: CfgNode):
 
 
 def _lazy_augmentation(augmentation):
-    """A detectron2 ``Augmentation`` object as the LazyCall that makes it (its constructor's arguments)."""
+    """A detectron2 ``Augmentation`` object as the LazyCall that makes it (its constructor's
+    arguments)."""
     parameters = inspect.signature(type(augmentation).__init__).parameters
     kwargs = {
         name: _plain(getattr(augmentation, name))
         for name, p in parameters.items()
-        if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and hasattr(augmentation, name)
+        if name != "self"
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and hasattr(augmentation, name)
     }
     return L(type(augmentation))(**kwargs)
 
@@ -97,8 +115,8 @@ def _lazy_mapper(cfg: CfgNode, is_train: bool):
 
 def lazy_dataloader(cfg: CfgNode) -> DictConfig:
     """
-    ``dataloader.train``, ``dataloader.test`` (the first of ``DATASETS.TEST``) and ``dataloader.evaluator``
-    (:func:`dsla.engine.build_evaluator`) of the YAML training.
+    ``dataloader.train``, ``dataloader.test`` (the first of ``DATASETS.TEST``) and
+    ``dataloader.evaluator`` (:func:`dsla.engine.build_evaluator`) of the YAML training.
     """
     dataloader = OmegaConf.create()
     dataloader.train = L(build_detection_train_loader)(
@@ -119,7 +137,9 @@ def lazy_dataloader(cfg: CfgNode) -> DictConfig:
         # The keys build_evaluator reads; results go under train.output_dir as in the YAML training.
         cfg=dict(
             OUTPUT_DIR="${train.output_dir}",
-            TEST=dict(SCORE_IOU_EVAL=cfg.TEST.SCORE_IOU_EVAL, SCORE_IOU_TOPK=cfg.TEST.SCORE_IOU_TOPK),
+            TEST=dict(
+                SCORE_IOU_EVAL=cfg.TEST.SCORE_IOU_EVAL, SCORE_IOU_TOPK=cfg.TEST.SCORE_IOU_TOPK
+            ),
         ),
         dataset_name="${..test.dataset.names}",
     )
@@ -128,27 +148,38 @@ def lazy_dataloader(cfg: CfgNode) -> DictConfig:
 
 def lazy_optimizer(cfg: CfgNode):
     """
-    The optimizer of :func:`dsla.solver.build_optimizer`; as in detectron2's LazyConfigs, ``params.model`` is
-    set to the model before it is instantiated.
+    The optimizer of :func:`dsla.solver.build_optimizer`; as in detectron2's LazyConfigs,
+    ``params.model`` is set to the model before it is instantiated.
     """
     clip = cfg.SOLVER.CLIP_GRADIENTS
     if clip.ENABLED and clip.CLIP_TYPE != "full_model":
-        raise ValueError(f"LazyConfigs clip gradients only as 'full_model', got CLIP_TYPE {clip.CLIP_TYPE!r}")
-    return L(make_optimizer)(params=L(get_param_groups)(model=None, **param_group_kwargs(cfg)), **optimizer_kwargs(cfg))
+        raise ValueError(
+            f"LazyConfigs clip gradients only as 'full_model', got CLIP_TYPE {clip.CLIP_TYPE!r}"
+        )
+    return L(make_optimizer)(
+        params=L(get_param_groups)(model=None, **param_group_kwargs(cfg)), **optimizer_kwargs(cfg)
+    )
 
 
 def lazy_lr_multiplier(cfg: CfgNode):
-    """The schedule of detectron2's ``build_lr_scheduler(cfg)``, as a LazyConfig ``lr_multiplier``."""
+    """The schedule of detectron2's ``build_lr_scheduler(cfg)``, as a LazyConfig
+    ``lr_multiplier``."""
     solver = cfg.SOLVER
     if solver.LR_SCHEDULER_NAME == "WarmupMultiStepLR":
         steps = [s for s in solver.STEPS if s <= solver.MAX_ITER]
         scheduler = L(MultiStepParamScheduler)(
-            values=[solver.GAMMA**k for k in range(len(steps) + 1)], milestones=steps, num_updates=solver.MAX_ITER
+            values=[solver.GAMMA**k for k in range(len(steps) + 1)],
+            milestones=steps,
+            num_updates=solver.MAX_ITER,
         )
     elif solver.LR_SCHEDULER_NAME == "WarmupCosineLR":
-        scheduler = L(CosineParamScheduler)(start_value=1.0, end_value=solver.BASE_LR_END / solver.BASE_LR)
+        scheduler = L(CosineParamScheduler)(
+            start_value=1.0, end_value=solver.BASE_LR_END / solver.BASE_LR
+        )
     else:
-        raise ValueError(f"No LazyConfig schedule for SOLVER.LR_SCHEDULER_NAME {solver.LR_SCHEDULER_NAME!r}")
+        raise ValueError(
+            f"No LazyConfig schedule for SOLVER.LR_SCHEDULER_NAME {solver.LR_SCHEDULER_NAME!r}"
+        )
     return L(WarmupParamScheduler)(
         scheduler=scheduler,
         warmup_factor=solver.WARMUP_FACTOR,

@@ -26,12 +26,13 @@ class Scale(nn.Module):
 
 class DSLAHead(nn.Module):
     """
-    The DSLA head (FCOS without the centerness branch): a classification tower and a regression tower shared
-    over levels, each ``num_convs x (conv3x3 -> norm -> ReLU)``, then a conv to ``num_classes`` logits and a
-    conv to 4 distances (l, t, r, b), multiplied by a learnable scalar per level.
+    The DSLA head (FCOS without the centerness branch): a classification tower and a regression
+    tower shared over levels, each ``num_convs x (conv3x3 -> norm -> ReLU)``, then a conv to
+    ``num_classes`` logits and a conv to 4 distances (l, t, r, b), multiplied by a learnable scalar
+    per level.
 
-    Distances are returned in input-image pixels: ``exp(scale * raw)``, or with ``norm_reg_targets``,
-    ``relu(scale * raw) * stride``.
+    Distances are returned in input-image pixels: ``exp(scale * raw)``, or with
+    ``norm_reg_targets``, ``relu(scale * raw) * stride``.
     """
 
     @configurable
@@ -61,7 +62,9 @@ class DSLAHead(nn.Module):
         super().__init__()
         channels = {s.channels for s in input_shape}
         if len(channels) != 1:
-            raise ValueError(f"DSLAHead needs the same channels on every level; got {sorted(channels)}")
+            raise ValueError(
+                f"DSLAHead needs the same channels on every level; got {sorted(channels)}"
+            )
         in_channels = channels.pop()
         self.strides = [s.stride for s in input_shape]
         self.num_classes = num_classes
@@ -74,8 +77,11 @@ class DSLAHead(nn.Module):
         self.scales = nn.ModuleList([Scale(1.0) for _ in self.strides])
 
         for name, module in self.named_modules():
-            # The offset convs of deformable layers keep their zero init: those layers start as plain convs.
-            if isinstance(module, (nn.Conv2d, ModulatedDeformConv2d)) and not name.endswith("conv_offset"):
+            # The offset convs of deformable layers keep their zero init: those layers start as
+            # plain convs.
+            if isinstance(module, (nn.Conv2d, ModulatedDeformConv2d)) and not name.endswith(
+                "conv_offset"
+            ):
                 nn.init.normal_(module.weight, std=0.01)
                 if module.bias is not None:
                     nn.init.constant_(module.bias, 0)
@@ -115,7 +121,9 @@ class DSLAHead(nn.Module):
             distances: one Tensor[N, 4, Hi, Wi] per level: (l, t, r, b) in input pixels, all >= 0.
         """
         if len(features) != len(self.strides):
-            raise ValueError(f"DSLAHead was built for {len(self.strides)} levels, got {len(features)}")
+            raise ValueError(
+                f"DSLAHead was built for {len(self.strides)} levels, got {len(features)}"
+            )
         logits, distances = [], []
         for feature, scale, stride in zip(features, self.scales, self.strides):
             logits.append(self.cls_score(self.cls_subnet(feature)))

@@ -15,9 +15,9 @@ class DSLA(ProposalNetwork):
     The DSLA detector: a backbone (ResNet/Swin + FPN) and the DSLA head, built by detectron2's
     proposal-generator registry from ``MODEL.PROPOSAL_GENERATOR.NAME: "DSLA"``.
 
-    Input and output follow detectron2's models: ``batched_inputs`` from a ``DatasetMapper``; in training a dict
-    of losses, in inference ``[{"instances": Instances}]`` with ``pred_boxes``, ``scores``, ``pred_classes`` in
-    the original image size (``height``, ``width`` of each input).
+    Input and output follow detectron2's models: ``batched_inputs`` from a ``DatasetMapper``; in
+    training a dict of losses, in inference ``[{"instances": Instances}]`` with ``pred_boxes``,
+    ``scores``, ``pred_classes`` in the original image size (``height``, ``width`` of each input).
     """
 
     def preprocess_image(self, batched_inputs: List[Dict[str, Tensor]]) -> ImageList:
@@ -42,8 +42,12 @@ class DSLA(ProposalNetwork):
 
         results, _ = self.proposal_generator(images, features)
         processed_results = []
-        for results_per_image, input_per_image, image_size in zip(results, batched_inputs, images.image_sizes):
+        for results_per_image, input_per_image, image_size in zip(
+            results, batched_inputs, images.image_sizes
+        ):
             height = input_per_image.get("height", image_size[0])
             width = input_per_image.get("width", image_size[1])
-            processed_results.append({"instances": detector_postprocess(results_per_image, height, width)})
+            processed_results.append(
+                {"instances": detector_postprocess(results_per_image, height, width)}
+            )
         return processed_results

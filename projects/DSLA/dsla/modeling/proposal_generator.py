@@ -21,9 +21,10 @@ __all__ = ["DSLA"]
 @PROPOSAL_GENERATOR_REGISTRY.register()
 class DSLA(nn.Module):
     """
-    The DSLA head as a proposal generator: features in, detections (or proposals) and losses out. It is the
-    whole detector head of the ``DSLA`` meta-architecture, and can be the first stage of a two-stage detector
-    (``MODEL.PROPOSAL_GENERATOR.NAME: "DSLA"``), where its detections become ``proposal_boxes``.
+    The DSLA head as a proposal generator: features in, detections (or proposals) and losses out. It
+    is the whole detector head of the ``DSLA`` meta-architecture, and can be the first stage of a
+    two-stage detector (``MODEL.PROPOSAL_GENERATOR.NAME: "DSLA"``), where its detections become
+    ``proposal_boxes``.
     """
 
     @configurable
@@ -53,11 +54,13 @@ class DSLA(nn.Module):
     ):
         """
         Args:
-            head: maps a list of features to per-level logits and distances in pixels (see :class:`DSLAHead`).
+            head: maps a list of features to per-level logits and distances in pixels (see
+                :class:`DSLAHead`).
             in_features: names of the input features, one per level.
             strides, regress_ranges: stride and (lo, hi) range of each level.
             num_classes: number of foreground classes.
-            interval_relaxation, core_zone, center_sampling_radius: see :func:`smooth_label_targets`.
+            interval_relaxation, core_zone, center_sampling_radius: see
+                :func:`smooth_label_targets`.
             iou_coupling, iou_only: see :func:`dynamic_smooth_labels`.
             point_offset: points are at ``(i + point_offset) * stride``.
             qfl_beta: Quality Focal Loss exponent.
@@ -65,13 +68,15 @@ class DSLA(nn.Module):
             box_loss_type: "iou" or "giou".
             score_thresh_test, topk_candidates_test, nms_thresh_test: inference filtering.
             max_detections_per_image: detections kept per image after NMS.
-            two_stage: act as the first stage of a two-stage detector: return the detections, also in
-                training, as Instances with ``proposal_boxes`` and ``objectness_logits`` (score logits).
+            two_stage: act as the first stage of a two-stage detector: return the detections, also
+                in training, as Instances with ``proposal_boxes`` and ``objectness_logits`` (score
+                logits).
         """
         super().__init__()
         if not (len(in_features) == len(strides) == len(regress_ranges)):
             raise ValueError(
-                f"DSLA needs one stride and one regress range per input feature; got {len(in_features)} features "
+                "DSLA needs one stride and one regress range per input feature; got "
+                f"{len(in_features)} features "
                 f"{in_features}, {len(strides)} strides and {len(regress_ranges)} ranges"
             )
         if box_loss_type not in ("iou", "giou"):
@@ -79,7 +84,9 @@ class DSLA(nn.Module):
         self.head = head
         self.in_features = list(in_features)
         self.strides = list(strides)
-        self.register_buffer("regress_ranges", torch.tensor(regress_ranges, dtype=torch.float32), False)
+        self.register_buffer(
+            "regress_ranges", torch.tensor(regress_ranges, dtype=torch.float32), False
+        )
         self.num_classes = num_classes
         self.interval_relaxation = interval_relaxation
         self.core_zone = core_zone
@@ -103,7 +110,8 @@ class DSLA(nn.Module):
         missing = [f for f in in_features if f not in input_shape]
         if missing:
             raise ValueError(
-                f"MODEL.DSLA.IN_FEATURES {in_features} names features the backbone does not output: {missing}; "
+                f"MODEL.DSLA.IN_FEATURES {in_features} names features the backbone does not "
+                f"output: {missing}; "
                 f"it outputs {sorted(input_shape)}"
             )
         shapes = [input_shape[f] for f in in_features]
@@ -111,12 +119,15 @@ class DSLA(nn.Module):
         backbone_strides = [s.stride for s in shapes]
         if strides != backbone_strides:
             raise ValueError(
-                f"MODEL.DSLA.FPN_STRIDES {strides} disagree with the backbone's strides {backbone_strides} "
+                f"MODEL.DSLA.FPN_STRIDES {strides} disagree with the backbone's strides "
+                f"{backbone_strides} "
                 f"for {in_features}"
             )
-        # Inside the DSLA detector (or a subclass) the head gives the detections; in any other architecture it is
-        # the first stage and gives proposals.
-        two_stage = not issubclass(META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE), DSLADetector)
+        # Inside the DSLA detector (or a subclass) the head gives the detections; in any other
+        # architecture it is the first stage and gives proposals.
+        two_stage = not issubclass(
+            META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE), DSLADetector
+        )
         return {
             "head": DSLAHead(cfg, shapes),
             "in_features": in_features,
@@ -136,7 +147,8 @@ class DSLA(nn.Module):
             "score_thresh_test": cfg.MODEL.DSLA.SCORE_THRESH_TEST,
             "topk_candidates_test": cfg.MODEL.DSLA.TOPK_CANDIDATES_TEST,
             "nms_thresh_test": cfg.MODEL.DSLA.NMS_THRESH_TEST,
-            # As the first stage of a two-stage detector, the number of proposals follows the RPN's keys.
+            # As the first stage of a two-stage detector, the number of proposals follows the RPN's
+            # keys.
             "max_detections_per_image": (
                 cfg.MODEL.RPN.POST_NMS_TOPK_TEST if two_stage else cfg.TEST.DETECTIONS_PER_IMAGE
             ),
@@ -156,9 +168,9 @@ class DSLA(nn.Module):
             gt_instances: per image, ``gt_boxes`` and ``gt_classes`` (training only).
 
         Returns:
-            results: per image, Instances with ``pred_boxes``, ``scores``, ``pred_classes`` in the coordinates of
-                the network input (with ``two_stage``: ``proposal_boxes`` and ``objectness_logits``). Empty in
-                training unless ``two_stage``.
+            results: per image, Instances with ``pred_boxes``, ``scores``, ``pred_classes`` in the
+                coordinates of the network input (with ``two_stage``: ``proposal_boxes`` and
+                ``objectness_logits``). Empty in training unless ``two_stage``.
             losses: ``loss_dsla_cls`` and ``loss_dsla_box`` in training; empty otherwise.
         """
         points, logits, distances = self.predict([features[f] for f in self.in_features])
@@ -207,7 +219,9 @@ class DSLA(nn.Module):
             classes: long Tensor[N, R]: class, ``num_classes`` for negatives.
             box_targets: Tensor[N, R, 4]: (l, t, r, b) to the assigned box.
         """
-        strides = cat([torch.full((len(p),), float(s), device=p.device) for p, s in zip(points, self.strides)])
+        strides = cat(
+            [torch.full((len(p),), float(s), device=p.device) for p, s in zip(points, self.strides)]
+        )
         ranges = cat([self.regress_ranges[i].expand(len(p), 2) for i, p in enumerate(points)])
         points = cat(points)
         labels = [
@@ -243,19 +257,23 @@ class DSLA(nn.Module):
             distances: one Tensor[N, Hi*Wi, 4] per level, in pixels.
 
         Returns:
-            dict with ``loss_dsla_cls`` (QFL against ``y_d``) and ``loss_dsla_box`` (IoU/GIoU weighted by ``y_s``).
+            dict with ``loss_dsla_cls`` (QFL against ``y_d``) and ``loss_dsla_box`` (IoU/GIoU
+            weighted by ``y_s``).
         """
         logits = cat(logits, dim=1).float()  # [N, R, K]
         distances = cat(distances, dim=1).float()  # [N, R, 4]
-        # Named here, before any box check (fvcore's GIoU asserts on NaN boxes), with detectron2's exception
-        # and the iteration, as its trainer reports a non-finite loss. One check, one synchronization.
+        # Named here, before any box check (fvcore's GIoU asserts on NaN boxes), with detectron2's
+        # exception and the iteration, as its trainer reports a non-finite loss. One check, one
+        # synchronization.
         if not (torch.isfinite(logits).all() & torch.isfinite(distances).all()):
             raise FloatingPointError(
                 f"DSLA predictions became infinite or NaN at iteration={get_event_storage().iter}! "
                 f"Finite logits: {bool(torch.isfinite(logits).all())}, "
                 f"finite distances: {bool(torch.isfinite(distances).all())}"
             )
-        static, classes, box_targets = self.label_points(points, gt_instances)  # [N, R], [N, R], [N, R, 4]
+        static, classes, box_targets = self.label_points(
+            points, gt_instances
+        )  # [N, R], [N, R], [N, R, 4]
 
         pos = static > 0
         pred_pos, target_pos, static_pos = distances[pos], box_targets[pos], static[pos]
@@ -263,7 +281,9 @@ class DSLA(nn.Module):
         dynamic = dynamic_smooth_labels(static_pos, ious, self.iou_coupling, self.iou_only)
 
         # Normalizers: sum(y_d) and sum(y_s), averaged over the workers in one all-reduce.
-        cls_normalizer, box_normalizer = all_reduce_mean(torch.stack([dynamic.sum(), static_pos.sum()])).clamp(min=1.0)
+        cls_normalizer, box_normalizer = all_reduce_mean(
+            torch.stack([dynamic.sum(), static_pos.sum()])
+        ).clamp(min=1.0)
 
         cls_targets = torch.zeros_like(logits)
         img_idx, point_idx = pos.nonzero(as_tuple=True)
@@ -271,8 +291,8 @@ class DSLA(nn.Module):
         loss_cls = quality_focal_loss(logits, cls_targets, self.qfl_beta).sum() / cls_normalizer
 
         box_loss = box_regression_loss(pred_pos, target_pos, self.box_loss_type)
-        # The zero term keeps the box branch in the graph when no point is positive: DDP expects a gradient
-        # for every parameter.
+        # The zero term keeps the box branch in the graph when no point is positive: DDP expects a
+        # gradient for every parameter.
         loss_box = (box_loss * static_pos).sum() / box_normalizer + 0.0 * distances.sum()
 
         storage = get_event_storage()
@@ -294,12 +314,13 @@ class DSLA(nn.Module):
         image_sizes: List[Tuple[int, int]],
     ) -> List[Instances]:
         """
-        Detections of each image (spec section 5): candidates of each level (see :meth:`select_candidates`),
-        decoded and clipped; class-wise NMS over all levels; the best ``max_detections_per_image`` kept.
-        Boxes with a non-finite coordinate and NaN scores are dropped, the rest of the image's detections kept.
+        Detections of each image (spec section 5): candidates of each level (see
+        :meth:`select_candidates`), decoded and clipped; class-wise NMS over all levels; the best
+        ``max_detections_per_image`` kept. Boxes with a non-finite coordinate and NaN scores are
+        dropped, the rest of the image's detections kept.
 
-        Nothing here branches in Python on a data-dependent size, so a traced or exported model works at every
-        input size.
+        Nothing here branches in Python on a data-dependent size, so a traced or exported model
+        works at every input size.
         """
         results = []
         for img_idx, image_size in enumerate(image_sizes):
@@ -311,8 +332,8 @@ class DSLA(nn.Module):
                 scores.append(scores_l)
                 classes.append(class_idx)
             boxes, scores, classes = cat(boxes), cat(scores), cat(classes)
-            # One non-finite distance must not cost the image all its detections (Boxes.clip asserts on it);
-            # masking, not branching, keeps this traceable.
+            # One non-finite distance must not cost the image all its detections (Boxes.clip asserts
+            # on it); masking, not branching, keeps this traceable.
             finite = torch.isfinite(boxes).all(dim=1)
             boxes, scores, classes = Boxes(boxes[finite]), scores[finite], classes[finite]
             boxes.clip(image_size)
@@ -331,9 +352,9 @@ class DSLA(nn.Module):
 
     def select_candidates(self, logits: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """
-        Candidates of one level of one image, as the authors select them (mmdetection's ``nms_pre``): the
-        ``topk_candidates_test`` points with the highest maximum class score, then the (point, class) pairs of
-        those points whose score is above ``score_thresh_test``.
+        Candidates of one level of one image, as the authors select them (mmdetection's
+        ``nms_pre``): the ``topk_candidates_test`` points with the highest maximum class score, then
+        the (point, class) pairs of those points whose score is above ``score_thresh_test``.
 
         Args:
             logits: Tensor[Hi*Wi, K].
@@ -342,12 +363,14 @@ class DSLA(nn.Module):
             point_idx, class_idx: long Tensor[C] each; scores: Tensor[C], sigmoid of the logits.
         """
         scores = logits.sigmoid()
-        # torch.topk ranks NaN above every number: a NaN score must neither be a candidate nor push one out.
+        # torch.topk ranks NaN above every number: a NaN score must neither be a candidate nor push
+        # one out.
         scores = torch.where(torch.isnan(scores), torch.zeros_like(scores), scores)
         max_scores = scores.max(dim=1).values
         num_points = max_scores.shape[0]
-        # In tracing the size is a traced tensor: clamping it keeps the cap valid at every input size, where a
-        # Python `min` or `if` would freeze the traced size (as detectron2's dense detectors do it).
+        # In tracing the size is a traced tensor: clamping it keeps the cap valid at every input
+        # size, where a Python `min` or `if` would freeze the traced size (as detectron2's dense
+        # detectors do it).
         if isinstance(num_points, Tensor):
             num_topk = torch.clamp(num_points, max=self.topk_candidates_test)
         else:

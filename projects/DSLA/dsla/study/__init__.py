@@ -1,11 +1,20 @@
 """
-The DSLA-vs-FCOS study (``tools/study.py``, ``make study``): variants x seeds x datasets, each trained with the
-same budget in a fresh process and evaluated with COCO AP and :class:`dsla.evaluation.ScoreIoUEvaluator`;
-finished runs are kept and skipped, so a study resumes across invocations; reported as mean ± std over seeds in
-``study.md``, ``study.json`` and plots.
+The DSLA-vs-FCOS study (``tools/study.py``, ``make study``): variants x seeds x datasets, each
+trained with the same budget in a fresh process and evaluated with COCO AP and
+:class:`dsla.evaluation.ScoreIoUEvaluator`; finished runs are kept and skipped, so a study resumes
+across invocations; reported as mean ± std over seeds in ``study.md``, ``study.json`` and plots.
 """
+
 from .cli import argument_parser, datasets_from_args, main, run_study, variants_from_args
-from .report import aggregate, collect_results, format_mean_std, mean_std, plot_study, render_markdown, write_report
+from .report import (
+    aggregate,
+    collect_results,
+    format_mean_std,
+    mean_std,
+    plot_study,
+    render_markdown,
+    write_report,
+)
 from .runs import (
     BEFORE_NMS_OVERRIDES,
     BEFORE_NMS_PREFIX,

@@ -1,4 +1,6 @@
-"""The command line of ``tools/study.py``: which variants, datasets, seeds and budget; then run and report."""
+"""The command line of ``tools/study.py``: which variants, datasets, seeds and budget; then run and
+report."""
+
 import argparse
 import logging
 import os
@@ -33,22 +35,28 @@ def _comma_list(text: str) -> List[str]:
 
 def argument_parser() -> argparse.ArgumentParser:
     builtins = "\n".join(
-        f"  {v.name:<20} {v.config_file}" + "".join(f" {k} {format_override_value(val)}" for k, val in v.opts)
+        f"  {v.name:<20} {v.config_file}"
+        + "".join(f" {k} {format_override_value(val)}" for k, val in v.opts)
         for v in BUILTIN_VARIANTS
     )
     parser = argparse.ArgumentParser(
-        description="Train variants x seeds x datasets with equal budgets, each in a fresh process, and report "
-        "COCO AP and score-IoU consistency as mean ± std over seeds (study.md, study.json, plots). Finished runs "
+        description="Train variants x seeds x datasets with equal budgets, each in a fresh "
+        "process, and report "
+        "COCO AP and score-IoU consistency as mean ± std over seeds (study.md, study.json, plots). "
+        "Finished runs "
         "are kept and skipped, so a study resumes where it stopped.",
         epilog=f"built-in variants:\n{builtins}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--output", default="output/study", help="directory of the runs and the report")
+    parser.add_argument(
+        "--output", default="output/study", help="directory of the runs and the report"
+    )
     parser.add_argument(
         "--datasets",
         type=_comma_list,
         default=None,
-        help="comma-separated dataset families FAMILY, each the registered FAMILY_train / FAMILY_val "
+        help="comma-separated dataset families FAMILY, each the registered FAMILY_train / "
+        "FAMILY_val "
         "(default: shapes, unless --dataset-pair is given)",
     )
     parser.add_argument(
@@ -66,36 +74,50 @@ def argument_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar=("DATASET", "SHORT", "LONGEST"),
-        help="input size for one dataset: shorter side SHORT, longest side at most LONGEST (default: the config's)",
+        help="input size for one dataset: shorter side SHORT, longest side at most LONGEST "
+        "(default: the config's)",
     )
     parser.add_argument(
         "--variants",
         type=_comma_list,
         default=None,
-        help="comma-separated variants to run (default: the built-in ones and those of --variant / --spec)",
+        help="comma-separated variants to run (default: the built-in ones and those of --variant / "
+        "--spec)",
     )
     parser.add_argument(
         "--variant",
         action="append",
         default=[],
         metavar="'NAME=BASE KEY VALUE ...'",
-        help="add a variant: BASE (a variant or a .yaml config) with overrides, as one quoted argument, e.g. "
-        "'dsla-r32=dsla MODEL.DSLA.REGRESS_RANGES [[0,32],[32,64],[64,128],[128,256],[256,.inf]]' (repeatable)",
+        help="add a variant: BASE (a variant or a .yaml config) with overrides, as one quoted "
+        "argument, e.g. "
+        "'dsla-r32=dsla MODEL.DSLA.REGRESS_RANGES [[0,32],[32,64],[64,128],[128,256],[256,.inf]]' "
+        "(repeatable)",
     )
-    parser.add_argument("--spec", help="a YAML/JSON file of more variants (see dsla.study.load_variant_spec)")
+    parser.add_argument(
+        "--spec", help="a YAML/JSON file of more variants (see dsla.study.load_variant_spec)"
+    )
     parser.add_argument("--iters", type=int, default=1500, help="SOLVER.MAX_ITER of every run")
     parser.add_argument(
-        "--seeds", type=lambda s: [int(v) for v in _comma_list(s)], default=[1, 2, 3], help="comma-separated SEEDs"
+        "--seeds",
+        type=lambda s: [int(v) for v in _comma_list(s)],
+        default=[1, 2, 3],
+        help="comma-separated SEEDs",
     )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="MODEL.DEVICE")
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="MODEL.DEVICE"
+    )
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first run that fails")
-    parser.add_argument("--report-only", action="store_true", help="rebuild the report from finished runs only")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rebuild the report from finished runs only"
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
     return parser
 
 
 def variants_from_args(args) -> List[Variant]:
-    """The variants to run: built-in, then ``--spec``'s, then ``--variant``'s, restricted to ``--variants``."""
+    """The variants to run: built-in, then ``--spec``'s, then ``--variant``'s, restricted to
+    ``--variants``."""
     known = {v.name: v for v in BUILTIN_VARIANTS}
     added = load_variant_spec(args.spec, known) if args.spec else []
     known.update((v.name, v) for v in added)
@@ -113,9 +135,13 @@ def variants_from_args(args) -> List[Variant]:
 def datasets_from_args(args) -> List[StudyDataset]:
     """The datasets of ``--datasets`` and ``--dataset-pair``, with their ``--input-size``."""
     sizes = {name: (int(short), int(longest)) for name, short, longest in args.input_size}
-    families = args.datasets if args.datasets is not None else ([] if args.dataset_pair else ["shapes"])
+    families = (
+        args.datasets if args.datasets is not None else ([] if args.dataset_pair else ["shapes"])
+    )
     datasets = [StudyDataset.family(name, sizes.get(name)) for name in families]
-    datasets += [StudyDataset(name, train, val, sizes.get(name)) for name, train, val in args.dataset_pair]
+    datasets += [
+        StudyDataset(name, train, val, sizes.get(name)) for name, train, val in args.dataset_pair
+    ]
     unknown = set(sizes) - {d.name for d in datasets}
     if unknown:
         raise ValueError(f"--input-size for datasets not in the study: {sorted(unknown)}")
@@ -144,20 +170,28 @@ def run_study(
     **execute_kwargs,
 ) -> Dict[str, Any]:
     """
-    Train the runs of :func:`dsla.study.plan_runs` that are not finished (unless ``report_only``), then write
-    the report of every finished run of ``iters`` iterations in ``output_dir``
+    Train the runs of :func:`dsla.study.plan_runs` that are not finished (unless ``report_only``),
+    then write the report of every finished run of ``iters`` iterations in ``output_dir``
     (:func:`dsla.study.write_report`). Returns the report with the run ``outcome`` of this call.
     """
     start = time.perf_counter()
     outcome = {"skipped": [], "finished": [], "failed": []}
     if not report_only:
         runs = plan_runs(
-            datasets, variants, seeds, iters, output_dir, device=device, opts=opts, register_coco=register_coco
+            datasets,
+            variants,
+            seeds,
+            iters,
+            output_dir,
+            device=device,
+            opts=opts,
+            register_coco=register_coco,
         )
         outcome = execute_runs(runs, fail_fast=fail_fast, **execute_kwargs)
         logger.info(
             f"{len(outcome['finished'])} runs trained, {len(outcome['skipped'])} finished before, "
-            f"{len(outcome['failed'])} failed" + "".join(f"\n  failed: {r.label}" for r in outcome["failed"])
+            f"{len(outcome['failed'])} failed"
+            + "".join(f"\n  failed: {r.label}" for r in outcome["failed"])
         )
     report = write_report(
         output_dir,
@@ -167,7 +201,10 @@ def run_study(
         command=command,
     )
     if not report["runs"]:
-        logger.warning(f"No finished run of {iters} iterations in {output_dir} (give the --iters the runs used)")
+        logger.warning(
+            f"No finished run of {iters} iterations in {output_dir} (give the --iters the runs "
+            "used)"
+        )
     logger.info(f"Report of {len(report['runs'])} runs: {os.path.join(output_dir, 'study.md')}")
     return {**report, "outcome": outcome}
 

@@ -1,7 +1,9 @@
 """
-The variants a study compares: a name, a base config and ``KEY VALUE`` overrides. The built-in ones are
-detectron2's FCOS and DSLA as the quick start ships them, and DSLA with one thing changed at a time.
+The variants a study compares: a name, a base config and ``KEY VALUE`` overrides. The built-in ones
+are detectron2's FCOS and DSLA as the quick start ships them, and DSLA with one thing changed at a
+time.
 """
+
 import ast
 import math
 import os
@@ -30,20 +32,23 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 def resolve_config_file(config_file: str) -> str:
     """
-    The path of a config: an existing file as given, else a config shipped with the package, written either
-    relative to its config tree (``DSLA/dsla_quickstart_shapes.yaml``) or as in the repository
-    (``configs/DSLA/...``).
+    The path of a config: an existing file as given, else a config shipped with the package, written
+    either relative to its config tree (``DSLA/dsla_quickstart_shapes.yaml``) or as in the
+    repository (``configs/DSLA/...``).
     """
     if os.path.isfile(config_file):
         return os.path.abspath(config_file)
-    return get_config_file(config_file[len("configs/"):] if config_file.startswith("configs/") else config_file)
+    return get_config_file(
+        config_file[len("configs/") :] if config_file.startswith("configs/") else config_file
+    )
 
 
 @dataclass(frozen=True)
 class Variant:
     """
-    A model to train: ``config_file`` (see :func:`resolve_config_file`) merged with ``opts``, ``(key, value)``
-    pairs whose values are Python values or strings that detectron2's ``merge_from_list`` decodes.
+    A model to train: ``config_file`` (see :func:`resolve_config_file`) merged with ``opts``,
+    ``(key, value)`` pairs whose values are Python values or strings that detectron2's
+    ``merge_from_list`` decodes.
     """
 
     name: str
@@ -52,7 +57,10 @@ class Variant:
 
     def __post_init__(self):
         if not _NAME.match(self.name):
-            raise ValueError(f"Variant name '{self.name}': use letters, digits and . _ + - (it names a directory)")
+            raise ValueError(
+                f"Variant name '{self.name}': use letters, digits and . _ + - (it names a "
+                "directory)"
+            )
 
     def derive(self, name: str, opts: Iterable[Tuple[str, Any]]) -> "Variant":
         """This variant with more overrides (later ones win, as in ``merge_from_list``)."""
@@ -64,25 +72,35 @@ class Variant:
 
 
 _DSLA = "DSLA/dsla_quickstart_shapes.yaml"
-# detectron2's FCOS: the quick-start backbone, data and schedule with FCOS's own defaults (COCO level ranges,
-# center sampling 1.5, points at the cell centers).
+# detectron2's FCOS: the quick-start backbone, data and schedule with FCOS's own defaults (COCO
+# level ranges, center sampling 1.5, points at the cell centers).
 _FCOS = "FCOS-Baseline/fcos_quickstart_shapes.yaml"
 _COCO_RANGES = [[0.0, 64.0], [64.0, 128.0], [128.0, 256.0], [256.0, 512.0], [512.0, float("inf")]]
-_QUARTER_COCO_RANGES = [[0.0, 16.0], [16.0, 32.0], [32.0, 64.0], [64.0, 128.0], [128.0, float("inf")]]
+_QUARTER_COCO_RANGES = [
+    [0.0, 16.0],
+    [16.0, 32.0],
+    [32.0, 64.0],
+    [64.0, 128.0],
+    [128.0, float("inf")],
+]
 
 BUILTIN_VARIANTS: Tuple[Variant, ...] = (
     Variant("fcos", _FCOS),
     Variant("dsla", _DSLA),
-    # The paper's ablations (spec section 1): y_d = y_s without IoU, y_d = IoU, gamma = 0, no core zone.
+    # The paper's ablations (spec section 1): y_d = y_s without IoU, y_d = IoU, gamma = 0, no core
+    # zone.
     Variant("dsla-no-coupling", _DSLA, (("MODEL.DSLA.IOU_COUPLING", False),)),
     Variant("dsla-iou-only", _DSLA, (("MODEL.DSLA.IOU_ONLY", True),)),
     Variant("dsla-no-relaxation", _DSLA, (("MODEL.DSLA.INTERVAL_RELAXATION", 0.0),)),
     Variant("dsla-no-core-zone", _DSLA, (("MODEL.DSLA.CORE_ZONE", False),)),
-    # Where the positives are (see the README's "Does DSLA beat FCOS here?"): the authors' R-50 assignment (no
-    # center sampling, points at offset 0) on the quick-start ranges; the quick start before the study (COCO's
-    # ranges divided by 4, no center sampling, offset 0); and COCO's ranges, which detectron2's FCOS has built in.
+    # Where the positives are (see the README's "Does DSLA beat FCOS here?"): the authors' R-50
+    # assignment (no center sampling, points at offset 0) on the quick-start ranges; the quick start
+    # before the study (COCO's ranges divided by 4, no center sampling, offset 0); and COCO's
+    # ranges, which detectron2's FCOS has built in.
     Variant(
-        "dsla-no-cs-offset", _DSLA, (("MODEL.DSLA.CENTER_SAMPLING_RADIUS", 0.0), ("MODEL.DSLA.POINT_OFFSET", 0.0))
+        "dsla-no-cs-offset",
+        _DSLA,
+        (("MODEL.DSLA.CENTER_SAMPLING_RADIUS", 0.0), ("MODEL.DSLA.POINT_OFFSET", 0.0)),
     ),
     Variant(
         "dsla-quarter-ranges",
@@ -99,8 +117,9 @@ BUILTIN_VARIANTS: Tuple[Variant, ...] = (
 
 def parse_override_value(text: str) -> Any:
     """
-    A config value given as text: a Python literal as detectron2 reads it (``[[0, 32], [32, 1e8]]``, ``(160,)``,
-    ``False``), else YAML as in the config files (``[[0, 64], [512, .inf]]``), else the string itself.
+    A config value given as text: a Python literal as detectron2 reads it (``[[0, 32], [32, 1e8]]``,
+    ``(160,)``, ``False``), else YAML as in the config files (``[[0, 64], [512, .inf]]``), else the
+    string itself.
     """
     try:
         return ast.literal_eval(text)
@@ -114,10 +133,13 @@ def parse_override_value(text: str) -> Any:
 
 
 def format_override_value(value: Any) -> str:
-    """A config value as text that :func:`parse_override_value` reads back, e.g. ``[[0.0, 64.0], [512.0, .inf]]``."""
+    """A config value as text that :func:`parse_override_value` reads back, e.g. ``[[0.0, 64.0],
+    [512.0, .inf]]``."""
     if isinstance(value, (list, tuple)):
         text = ", ".join(format_override_value(v) for v in value)
-        return f"[{text}]" if isinstance(value, list) else f"({text}{',' if len(value) == 1 else ''})"
+        return (
+            f"[{text}]" if isinstance(value, list) else f"({text}{',' if len(value) == 1 else ''})"
+        )
     if isinstance(value, float) and math.isinf(value):
         return ".inf" if value > 0 else "-.inf"
     return str(value)
@@ -125,7 +147,9 @@ def format_override_value(value: Any) -> str:
 
 def _pairs(items: Sequence[Any], where: str) -> List[Tuple[str, Any]]:
     if len(items) % 2:
-        raise ValueError(f"{where}: overrides must be KEY VALUE pairs, got an odd number of items {list(items)}")
+        raise ValueError(
+            f"{where}: overrides must be KEY VALUE pairs, got an odd number of items {list(items)}"
+        )
     return [(str(k), v) for k, v in zip(items[0::2], items[1::2])]
 
 
@@ -135,20 +159,26 @@ def _base(name_or_config: str, known: Dict[str, Variant], where: str) -> Variant
     if name_or_config.endswith((".yaml", ".yml")):
         resolve_config_file(name_or_config)
         return Variant("base", name_or_config)
-    raise ValueError(f"{where}: base '{name_or_config}' is neither a known variant {sorted(known)} nor a .yaml config")
+    raise ValueError(
+        f"{where}: base '{name_or_config}' is neither a known variant {sorted(known)} nor a .yaml "
+        "config"
+    )
 
 
 def parse_variant(text: str, known: Dict[str, Variant]) -> Variant:
     """
-    A variant from ``NAME=BASE KEY VALUE [KEY VALUE ...]``: BASE is a variant in ``known`` (its overrides are
-    kept) or a config file; values as :func:`parse_override_value` reads them; shell-style quotes group a value
-    with spaces. E.g. ``dsla-r32=dsla MODEL.DSLA.REGRESS_RANGES [[0,32],[32,64],[64,128],[128,256],[256,.inf]]``.
+    A variant from ``NAME=BASE KEY VALUE [KEY VALUE ...]``: BASE is a variant in ``known`` (its
+    overrides are kept) or a config file; values as :func:`parse_override_value` reads them;
+    shell-style quotes group a value with spaces. E.g. ``dsla-r32=dsla MODEL.DSLA.REGRESS_RANGES
+    [[0,32],[32,64],[64,128],[128,256],[256,.inf]]``.
     """
     tokens = shlex.split(text)
     if not tokens or "=" not in tokens[0]:
         raise ValueError(f"--variant '{text}': expected NAME=BASE KEY VALUE ...")
     name, base = tokens[0].split("=", 1)
-    values = [token if i % 2 == 0 else parse_override_value(token) for i, token in enumerate(tokens[1:])]
+    values = [
+        token if i % 2 == 0 else parse_override_value(token) for i, token in enumerate(tokens[1:])
+    ]
     return _base(base, known, f"--variant {name}").derive(name, _pairs(values, f"--variant {name}"))
 
 

@@ -9,9 +9,10 @@ __all__ = ["build_dsla_fpn", "build_dsla_resnet_fpn_backbone"]
 
 def build_dsla_fpn(cfg, bottom_up: Backbone) -> FPN:
     """
-    FPN P3-P7 over a bottom-up network, as DSLA (and FCOS) use it: P3-P5 from ``cfg.MODEL.FPN.IN_FEATURES``,
-    P6 = conv(P5 output), P7 = conv(relu(P6)). The authors' checkpoints were trained this way (mmdetection's
-    ``add_extra_convs='on_output'``), unlike RetinaNet's P6 from C5.
+    FPN P3-P7 over a bottom-up network, as DSLA (and FCOS) use it: P3-P5 from
+    ``cfg.MODEL.FPN.IN_FEATURES``, P6 = conv(P5 output), P7 = conv(relu(P6)). The authors'
+    checkpoints were trained this way (mmdetection's ``add_extra_convs='on_output'``), unlike
+    RetinaNet's P6 from C5.
     """
     out_channels = cfg.MODEL.FPN.OUT_CHANNELS
     return FPN(
@@ -27,7 +28,7 @@ def build_dsla_fpn(cfg, bottom_up: Backbone) -> FPN:
 @BACKBONE_REGISTRY.register()
 def build_dsla_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     """
-    ResNet/ResNeXt (``cfg.MODEL.RESNETS``, deformable stages included; see :func:`build_dsla_resnet_backbone`)
-    with the DSLA FPN (:func:`build_dsla_fpn`).
+    ResNet/ResNeXt (``cfg.MODEL.RESNETS``, deformable stages included; see
+    :func:`build_dsla_resnet_backbone`) with the DSLA FPN (:func:`build_dsla_fpn`).
     """
     return build_dsla_fpn(cfg, build_dsla_resnet_backbone(cfg, input_shape))

@@ -1,10 +1,12 @@
 """
 ResNet and ResNeXt with deformable stages, through ``torchvision.ops.deform_conv2d``.
 
-detectron2's own ``DeformBottleneckBlock`` needs its compiled ops (``detectron2._C``). Here detectron2 builds its
-plain :class:`ResNet` from the usual ``MODEL.RESNETS`` keys, and the 3x3 convs of the deformable stages are then
-replaced by :class:`dsla.layers.DeformConv2d`, so DCN configs run with either build of detectron2.
+detectron2's own ``DeformBottleneckBlock`` needs its compiled ops (``detectron2._C``). Here
+detectron2 builds its plain :class:`ResNet` from the usual ``MODEL.RESNETS`` keys, and the 3x3 convs
+of the deformable stages are then replaced by :class:`dsla.layers.DeformConv2d`, so DCN configs run
+with either build of detectron2.
 """
+
 from torch import nn
 from torch.nn import functional as F
 
@@ -19,28 +21,42 @@ __all__ = ["FrozenStatsBatchNorm2d", "build_dsla_resnet_backbone", "make_deforma
 
 class FrozenStatsBatchNorm2d(nn.BatchNorm2d):
     """
-    BatchNorm2d that always normalizes with its running statistics and never updates them, while its affine
-    weight and bias train: mmdetection's ``norm_eval=True`` with ``requires_grad=True``, the setting of the
-    authors' pytorch-style R-101 and X-101 models. ``MODEL.RESNETS.NORM: "FrozenStatsBN"``.
+    BatchNorm2d that always normalizes with its running statistics and never updates them, while its
+    affine weight and bias train: mmdetection's ``norm_eval=True`` with ``requires_grad=True``, the
+    setting of the authors' pytorch-style R-101 and X-101 models. ``MODEL.RESNETS.NORM:
+    "FrozenStatsBN"``.
 
-    Stages frozen by ``MODEL.BACKBONE.FREEZE_AT`` become detectron2's ``FrozenBatchNorm2d`` as usual.
+    Stages frozen by ``MODEL.BACKBONE.FREEZE_AT`` become detectron2's ``FrozenBatchNorm2d`` as
+    usual.
     """
 
     def forward(self, x):
         return F.batch_norm(
-            x, self.running_mean, self.running_var, self.weight, self.bias, training=False, eps=self.eps
+            x,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            training=False,
+            eps=self.eps,
         )
 
 
-def make_deformable(block: BottleneckBlock, modulated: bool = False, deformable_groups: int = 1) -> BottleneckBlock:
+def make_deformable(
+    block: BottleneckBlock, modulated: bool = False, deformable_groups: int = 1
+) -> BottleneckBlock:
     """
-    Turn the 3x3 conv of detectron2's :class:`BottleneckBlock` into a :class:`dsla.layers.DeformConv2d` (DCNv1, or
-    DCNv2 with ``modulated``) with the same weights and norm, in place. Its offsets come from its own
-    zero-initialized conv, ``conv2.conv_offset``, as mmcv's ``DeformConv2dPack`` in the authors' backbones: until the
-    offsets train, a DCNv1 block computes what it computed before (DCNv2 scales the conv by sigmoid(0) = 0.5).
+    Turn the 3x3 conv of detectron2's :class:`BottleneckBlock` into a
+    :class:`dsla.layers.DeformConv2d` (DCNv1, or DCNv2 with ``modulated``) with the same weights and
+    norm, in place. Its offsets come from its own zero-initialized conv, ``conv2.conv_offset``, as
+    mmcv's ``DeformConv2dPack`` in the authors' backbones: until the offsets train, a DCNv1 block
+    computes what it computed before (DCNv2 scales the conv by sigmoid(0) = 0.5).
     """
     if not isinstance(block, BottleneckBlock):
-        raise ValueError(f"Deformable stages need bottleneck blocks (ResNet-50 and deeper), got {type(block).__name__}")
+        raise ValueError(
+            "Deformable stages need bottleneck blocks (ResNet-50 and deeper), got "
+            f"{type(block).__name__}"
+        )
     conv = block.conv2
     deform = DeformConv2d(
         conv.in_channels,
@@ -63,7 +79,8 @@ def make_deformable(block: BottleneckBlock, modulated: bool = False, deformable_
 
 
 def _use_frozen_stats_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every ``nn.BatchNorm2d`` in ``module`` by a :class:`FrozenStatsBatchNorm2d` with its state."""
+    """Replace every ``nn.BatchNorm2d`` in ``module`` by a :class:`FrozenStatsBatchNorm2d` with its
+    state."""
     for name, child in module.named_children():
         if type(child) is nn.BatchNorm2d:
             frozen_stats = FrozenStatsBatchNorm2d(child.num_features, eps=child.eps)
@@ -77,14 +94,16 @@ def _use_frozen_stats_batchnorm(module: nn.Module) -> nn.Module:
 @BACKBONE_REGISTRY.register()
 def build_dsla_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     """
-    detectron2's ResNet/ResNeXt from ``cfg.MODEL.RESNETS`` (``build_resnet_backbone``), except that the 3x3 convs
-    of the stages in ``DEFORM_ON_PER_STAGE`` are deformable through torchvision (:func:`make_deformable`), and
-    ``NORM`` may also be ``"FrozenStatsBN"`` (:class:`FrozenStatsBatchNorm2d`).
+    detectron2's ResNet/ResNeXt from ``cfg.MODEL.RESNETS`` (``build_resnet_backbone``), except that
+    the 3x3 convs of the stages in ``DEFORM_ON_PER_STAGE`` are deformable through torchvision
+    (:func:`make_deformable`), and ``NORM`` may also be ``"FrozenStatsBN"``
+    (:class:`FrozenStatsBatchNorm2d`).
     """
     res = cfg.MODEL.RESNETS
     plain = cfg.clone()
     plain.defrost()
-    # detectron2 builds the plain network; deformable convs, the norm and freezing are applied afterwards.
+    # detectron2 builds the plain network; deformable convs, the norm and freezing are applied
+    # afterwards.
     plain.MODEL.RESNETS.DEFORM_ON_PER_STAGE = [False] * 4
     plain.MODEL.BACKBONE.FREEZE_AT = 0
     if res.NORM == "FrozenStatsBN":

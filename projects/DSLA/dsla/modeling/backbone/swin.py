@@ -1,12 +1,14 @@
 """
-Swin Transformer (timm) as a detectron2 backbone, computing what the Swin of the authors' detectors computes
-(the official Swin detection code and mmdetection's ``SwinTransformer``).
+Swin Transformer (timm) as a detectron2 backbone, computing what the Swin of the authors' detectors
+computes (the official Swin detection code and mmdetection's ``SwinTransformer``).
 
-The modules and parameter names are timm's; the forward differs from timm's in one place: for a feature map
-that is not a multiple of the window, the detection Swin pads it before the cyclic shift, while timm shifts and
-then pads, which puts the shifted-in rows and the padding in different windows and attention groups. Detection
-inputs are rarely multiples of 7 * 32 pixels, so the block forward is the detection one here.
+The modules and parameter names are timm's; the forward differs from timm's in one place: for a
+feature map that is not a multiple of the window, the detection Swin pads it before the cyclic
+shift, while timm shifts and then pads, which puts the shifted-in rows and the padding in different
+windows and attention groups. Detection inputs are rarely multiples of 7 * 32 pixels, so the block
+forward is the detection one here.
 """
+
 from typing import Dict, Sequence
 
 import timm
@@ -32,22 +34,22 @@ __all__ = [
 def add_swin_config(cfg):
     """Add the keys of the Swin backbone under ``cfg.MODEL.SWIN``."""
     cfg.MODEL.SWIN = CN()
-    # timm model name: the architecture only. ImageNet weights arrive through MODEL.WEIGHTS, converted by
-    # tools/convert_swin_checkpoint.py.
+    # timm model name: the architecture only. ImageNet weights arrive through MODEL.WEIGHTS,
+    # converted by tools/convert_swin_checkpoint.py.
     cfg.MODEL.SWIN.NAME = "swin_small_patch4_window7_224"
     cfg.MODEL.SWIN.DROP_PATH_RATE = 0.2
     # "stage1" ... "stage4" (strides 4 ... 32); C3-C5 are stages 2-4.
     cfg.MODEL.SWIN.OUT_FEATURES = ["stage2", "stage3", "stage4"]
-    # Building a model reads no file any more; configs and command lines that still name this key keep loading,
-    # with a warning that it is ignored.
+    # Building a model reads no file any more; configs and command lines that still name this key
+    # keep loading, with a warning that it is ignored.
     cfg.register_deprecated_key("MODEL.SWIN.PRETRAINED_WEIGHTS")
 
 
 def _swin_block_forward(block: nn.Module, x: Tensor, attn_masks: Dict) -> Tensor:
     """
-    One timm ``SwinTransformerBlock`` on ``Tensor[N, H, W, C]``, padding to whole windows *before* the cyclic
-    shift, as the detection Swin does. ``attn_masks`` caches the shifted-window masks of one forward pass: every
-    shifted block of a stage needs the same one.
+    One timm ``SwinTransformerBlock`` on ``Tensor[N, H, W, C]``, padding to whole windows *before*
+    the cyclic shift, as the detection Swin does. ``attn_masks`` caches the shifted-window masks of
+    one forward pass: every shifted block of a stage needs the same one.
     """
     _, H, W, C = x.shape
     win_h, win_w = block.window_size
@@ -77,13 +79,15 @@ def _swin_block_forward(block: nn.Module, x: Tensor, attn_masks: Dict) -> Tensor
 
 class SwinTransformer(Backbone):
     """
-    A timm Swin Transformer as a detectron2 backbone: ``Tensor[N, 3, H, W]`` in, ``"stage1"`` ... ``"stage4"``
-    (strides 4, 8, 16, 32) out in NCHW, each through its own LayerNorm, as in the detection Swin. Any input size
-    works (feature maps have size ``ceil(H / stride)``); detectors pad to :attr:`size_divisibility` anyway.
+    A timm Swin Transformer as a detectron2 backbone: ``Tensor[N, 3, H, W]`` in, ``"stage1"`` ...
+    ``"stage4"`` (strides 4, 8, 16, 32) out in NCHW, each through its own LayerNorm, as in the
+    detection Swin. Any input size works (feature maps have size ``ceil(H / stride)``); detectors
+    pad to :attr:`size_divisibility` anyway.
 
-    Parameters are timm's (``patch_embed.*``, ``layers.{i}.*``) plus ``out_norms.stage{i}.*``. The constructor
-    reads no weights: ``tools/convert_swin_checkpoint.py`` (:mod:`dsla.checkpoint.convert_swin`) turns an
-    ImageNet checkpoint into a file for ``MODEL.WEIGHTS``.
+    Parameters are timm's (``patch_embed.*``, ``layers.{i}.*``) plus ``out_norms.stage{i}.*``. The
+    constructor reads no weights: ``tools/convert_swin_checkpoint.py``
+    (:mod:`dsla.checkpoint.convert_swin`) turns an ImageNet checkpoint into a file for
+    ``MODEL.WEIGHTS``.
     """
 
     def __init__(
@@ -100,12 +104,14 @@ class SwinTransformer(Backbone):
             name: timm model name of a Swin Transformer (v1).
             drop_path_rate: stochastic depth rate of the last block; linear from 0 over the blocks.
             out_features: subset of "stage1" ... "stage4".
-            freeze_at: 0 trains everything, 1 freezes the patch embedding, k > 1 also stages 1 ... k-1.
+            freeze_at: 0 trains everything, 1 freezes the patch embedding, k > 1 also stages 1 ...
+                k-1.
             in_chans: input channels.
         """
         super().__init__()
-        # always_partition: windows and shifts as configured, even where a feature map is smaller than a window
-        # (timm would otherwise shrink them according to its 224-pixel reference size).
+        # always_partition: windows and shifts as configured, even where a feature map is smaller
+        # than a window (timm would otherwise shrink them according to its 224-pixel reference
+        # size).
         swin = timm.create_model(
             name,
             pretrained=False,
@@ -124,9 +130,15 @@ class SwinTransformer(Backbone):
         self.layers = swin.layers[:num_stages]
         self.patch_size = swin.patch_embed.patch_size
         self._out_features = list(out_features)
-        self._out_feature_channels = {n: info["num_chs"] for n, info in zip(stage_names, swin.feature_info)}
-        self._out_feature_strides = {n: info["reduction"] for n, info in zip(stage_names, swin.feature_info)}
-        self.out_norms = nn.ModuleDict({f: nn.LayerNorm(self._out_feature_channels[f]) for f in out_features})
+        self._out_feature_channels = {
+            n: info["num_chs"] for n, info in zip(stage_names, swin.feature_info)
+        }
+        self._out_feature_strides = {
+            n: info["reduction"] for n, info in zip(stage_names, swin.feature_info)
+        }
+        self.out_norms = nn.ModuleDict(
+            {f: nn.LayerNorm(self._out_feature_channels[f]) for f in out_features}
+        )
         self._size_divisibility = self._out_feature_strides[stage_names[num_stages - 1]]
         self.freeze(freeze_at)
 
@@ -136,7 +148,9 @@ class SwinTransformer(Backbone):
 
     def freeze(self, freeze_at: int = 0) -> "SwinTransformer":
         """Freeze the patch embedding (``freeze_at >= 1``) and the stages before ``freeze_at``."""
-        frozen = ([self.patch_embed] if freeze_at >= 1 else []) + list(self.layers[: max(freeze_at - 1, 0)])
+        frozen = ([self.patch_embed] if freeze_at >= 1 else []) + list(
+            self.layers[: max(freeze_at - 1, 0)]
+        )
         for module in frozen:
             for p in module.parameters():
                 p.requires_grad = False
@@ -165,7 +179,9 @@ class SwinTransformer(Backbone):
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
         return {
-            f: ShapeSpec(channels=self._out_feature_channels[f], stride=self._out_feature_strides[f])
+            f: ShapeSpec(
+                channels=self._out_feature_channels[f], stride=self._out_feature_strides[f]
+            )
             for f in self._out_features
         }
 

@@ -1,7 +1,8 @@
 """
-A small from-scratch backbone for the quick start: trains on two CPU cores in minutes, with no pretrained
-weights to download.
+A small from-scratch backbone for the quick start: trains on two CPU cores in minutes, with no
+pretrained weights to download.
 """
+
 from typing import List
 
 from torch import nn
@@ -25,8 +26,8 @@ def add_tiny_convnet_config(cfg):
 
 class TinyConvNet(Backbone):
     """
-    Stages of two 3x3 conv -> norm -> ReLU, the first conv of each with stride 2; stage ``i`` (1-based) has
-    stride ``2**i``.
+    Stages of two 3x3 conv -> norm -> ReLU, the first conv of each with stride 2; stage ``i``
+    (1-based) has stride ``2**i``.
     """
 
     def __init__(self, in_channels: int, widths: List[int], norm: str = "BN", out_features=None):
@@ -37,7 +38,15 @@ class TinyConvNet(Backbone):
         for i, width in enumerate(widths, start=1):
             name = f"stage{i}"
             stage = nn.Sequential(
-                Conv2d(channels, width, 3, stride=2, padding=1, bias=not norm, norm=get_norm(norm, width)),
+                Conv2d(
+                    channels,
+                    width,
+                    3,
+                    stride=2,
+                    padding=1,
+                    bias=not norm,
+                    norm=get_norm(norm, width),
+                ),
                 nn.ReLU(inplace=True),
                 Conv2d(width, width, 3, padding=1, bias=not norm, norm=get_norm(norm, width)),
                 nn.ReLU(inplace=True),
@@ -53,7 +62,9 @@ class TinyConvNet(Backbone):
         self._out_features = list(out_features or [self.stage_names[-1]])
         unknown = set(self._out_features) - set(self.stage_names)
         if unknown:
-            raise ValueError(f"TinyConvNet has stages {self.stage_names}; unknown out_features {sorted(unknown)}")
+            raise ValueError(
+                f"TinyConvNet has stages {self.stage_names}; unknown out_features {sorted(unknown)}"
+            )
         last = max(self.stage_names.index(f) for f in self._out_features)
         self.stage_names = self.stage_names[: last + 1]
 
@@ -67,7 +78,9 @@ class TinyConvNet(Backbone):
 
     def output_shape(self):
         return {
-            name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
+            name: ShapeSpec(
+                channels=self._out_feature_channels[name], stride=self._out_feature_strides[name]
+            )
             for name in self._out_features
         }
 

@@ -1,7 +1,14 @@
-# The LazyConfig of dsla_R_101_DCN_FPN_ms_2x.yaml: the same model, data, solver and schedule, derived from that
-# file so that the two cannot differ. Train with `python train_net.py --config-file THIS_FILE [key=value ...]`.
+# The LazyConfig of dsla_R_101_DCN_FPN_ms_2x.yaml: the same model, data, solver and schedule,
+# derived from that file so that the two cannot differ. Train with `python train_net.py
+# --config-file THIS_FILE [key=value ...]`.
 from dsla.model_zoo import get_config
-from dsla.model_zoo.lazy import lazy_dataloader, lazy_lr_multiplier, lazy_model, lazy_optimizer, lazy_train
+from dsla.model_zoo.lazy import (
+    lazy_dataloader,
+    lazy_lr_multiplier,
+    lazy_model,
+    lazy_optimizer,
+    lazy_train,
+)
 
 _yaml = get_config("DSLA/dsla_R_101_DCN_FPN_ms_2x.yaml", device_fallback=False)
 
