@@ -11,7 +11,7 @@ STAMP := $(VENV)/.dsla-installed-torch$(TORCH)
 PYTEST_ARGS ?=
 OUTPUT ?= output
 
-.PHONY: install test demo benchmark compare study study-screen clean-venv
+.PHONY: install test lint format demo benchmark compare study study-screen clean-venv
 
 install: $(STAMP)
 
@@ -27,6 +27,15 @@ $(STAMP): setup.cfg pyproject.toml tools/install_detectron2.sh
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Lint and formatting (ruff, settings in pyproject.toml). `make format` rewrites the tree to pass.
+lint: install
+	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . \
+		|| { echo "make lint failed: run 'make format' (and fix what 'ruff check' reports), then commit."; exit 1; }
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 clean-venv:
 	rm -rf $(VENV)
