@@ -2,9 +2,9 @@
 """
 Run a DSLA model on images or a video and draw its detections with detectron2's Visualizer.
 
-    python demo.py --config-file configs/DSLA/dsla_quickstart_shapes.yaml --input img1.jpg dir/
-    'imgs/*.png' \
-        --output out/ --opts MODEL.WEIGHTS output/quickstart/model_final.pth
+    python demo.py --config-file configs/DSLA/dsla_quickstart_shapes.yaml \
+        --input img1.jpg dir/ 'imgs/*.png' --output out/ \
+        --opts MODEL.WEIGHTS output/quickstart/model_final.pth
 
 Class names come from the metadata of the first dataset in ``DATASETS.TEST`` (or ``--dataset``);
 COCO-format datasets can be registered with ``--register-coco NAME JSON IMAGE_ROOT``.

@@ -3,9 +3,9 @@
 Train and evaluate DSLA with detectron2's training loops, from a YAML config or a LazyConfig.
 
     python train_net.py --config-file configs/DSLA/dsla_R_50_FPN_1x.yaml --num-gpus 8
-    python train_net.py --config-file configs/DSLA/dsla_R_50_FPN_1x.yaml --eval-only MODEL.WEIGHTS
-    model.pth python train_net.py --config-file configs/DSLA/dsla_quickstart_shapes.py
-    train.max_iter=300
+    python train_net.py --config-file configs/DSLA/dsla_R_50_FPN_1x.yaml --eval-only \
+        MODEL.WEIGHTS model.pth
+    python train_net.py --config-file configs/DSLA/dsla_quickstart_shapes.py train.max_iter=300
 
 Arguments are detectron2's (``--resume``, ``--eval-only``, ``--num-gpus``, ``--num-machines``,
 ``--machine-rank``, ``--dist-url``, trailing ``KEY VALUE`` overrides for YAML or ``key=value`` for

@@ -4,8 +4,8 @@ Convert an ImageNet Swin Transformer checkpoint to a file that MODEL.WEIGHTS loa
 project's Swin detectors, the detectron2 way of starting from pretrained backbone weights.
 
     python tools/convert_swin_checkpoint.py swin_small_patch4_window7_224.pth swin_small_d2.pth
-    python train_net.py --config-file configs/DSLA/dsla_Swin_S_FPN_ms_3x.yaml MODEL.WEIGHTS
-    swin_small_d2.pth
+    python train_net.py --config-file configs/DSLA/dsla_Swin_S_FPN_ms_3x.yaml \
+        MODEL.WEIGHTS swin_small_d2.pth
 
 Where to get the original weights (ImageNet-1k, what the authors' Swin-S model started from):
 

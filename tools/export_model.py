@@ -4,12 +4,11 @@ Export a DSLA model to TorchScript or ONNX by tracing, as detectron2's
 ``tools/deploy/export_model.py --export-method tracing`` does, and check the exported model against
 the eager one on the sample image.
 
-    python tools/export_model.py --config-file configs/DSLA/dsla_quickstart_shapes.yaml --format
-    onnx \
-        --output output/export MODEL.WEIGHTS output/quickstart/model_final.pth
-    python tools/export_model.py --config-file configs/DSLA/dsla_quickstart_shapes.py --format
-    torchscript \
-        --output output/export train.init_checkpoint=output/quickstart/model_final.pth
+    python tools/export_model.py --config-file configs/DSLA/dsla_quickstart_shapes.yaml \
+        --format onnx --output output/export MODEL.WEIGHTS output/quickstart/model_final.pth
+    python tools/export_model.py --config-file configs/DSLA/dsla_quickstart_shapes.py \
+        --format torchscript --output output/export \
+        train.init_checkpoint=output/quickstart/model_final.pth
 
 Writes ``OUTPUT/model.ts`` or ``OUTPUT/model.onnx``. The exported model takes one float image [3, H,
 W] of 0-255 pixels in the config's ``INPUT.FORMAT``, at any height and width, and returns

@@ -6,11 +6,9 @@ equal budgets, each run in a fresh process; resumable (finished runs are skipped
 
     python tools/study.py --output output/study --datasets shapes --iters 1500 --seeds 1,2,3
     python tools/study.py --output output/study-screen --iters 500 --seeds 1 \\
-        --variant 'dsla-r32=dsla MODEL.DSLA.REGRESS_RANGES
-        [[0,32],[32,64],[64,128],[128,256],[256,.inf]]'
-    python tools/study.py --register-coco mine_train train.json images/ --register-coco mine_val
-    val.json images/ \\
-        --datasets mine --input-size mine 320 320
+        --variant 'dsla-gamma0.1=dsla MODEL.DSLA.INTERVAL_RELAXATION 0.1'
+    python tools/study.py --register-coco mine_train train.json images/ \\
+        --register-coco mine_val val.json images/ --datasets mine --input-size mine 320 320
     python tools/study.py --output output/study --report-only
 
 See ``--help`` for the built-in variants; trailing ``KEY VALUE`` pairs override every run's config.

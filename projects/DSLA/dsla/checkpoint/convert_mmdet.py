@@ -2,35 +2,31 @@
 Parameter names of the DSLA authors' mmdetection 2.x checkpoints, mapped to this project's
 detectron2 models.
 
-=========================================
-======================================================================= mmdetection
-detectron2 (this project)
-=========================================
-======================================================================= ``backbone.conv1`` / ``bn1``
-``backbone.bottom_up.stem.conv1`` / ``.norm`` ``backbone.layer{i}.{j}.conv{k}``
-``backbone.bottom_up.res{i+1}.{j}.conv{k}`` ``backbone.layer{i}.{j}.bn{k}``
-``backbone.bottom_up.res{i+1}.{j}.conv{k}.norm`` ``backbone.layer{i}.{j}.downsample.0``
-``backbone.bottom_up.res{i+1}.{j}.shortcut`` ``backbone.layer{i}.{j}.downsample.1``
-``backbone.bottom_up.res{i+1}.{j}.shortcut.norm`` ``...conv2.conv_offset`` (DCN)
-``...conv2.conv_offset`` ``backbone.stages.{i}.*`` (Swin)           ``backbone.bottom_up.layers.*``
-(timm; see below) ``neck.lateral_convs.{i}.conv``            ``backbone.fpn_lateral{l}``, l = 3, 4,
-5 ``neck.fpn_convs.{i}.conv``                ``backbone.fpn_output{l}``; i = 3, 4:
-``backbone.top_block.p6``, ``p7`` ``bbox_head.cls_convs.{i}.conv`` / ``gn``
-``proposal_generator.head.cls_subnet.{n}``: the conv / norm of layer i ``bbox_head.reg_convs.{i}.*``
-``proposal_generator.head.bbox_subnet.*``, likewise ``...convs.{i}.conv.conv_offset`` (DCN)
-``..._subnet.{n}.conv_offset`` ``bbox_head.conv_cls`` / ``conv_reg``
-``proposal_generator.head.cls_score`` / ``bbox_pred`` ``bbox_head.scales.{i}.scale``
-``proposal_generator.head.scales.{i}.scale``
-=========================================
-=======================================================================
+mmdetection (left) and detectron2 (this project, right):
 
-Swin: mmdetection's ``SwinTransformer`` (``stages.{i}.blocks.{j}.attn.w_msa.*``, ``ffn.layers.0.0``
-    / ``.1``,
-``stages.{i}.downsample`` at the end of stage i, ``patch_embed.projection``, ``norm{i}``) and the
-official Swin detection code (``layers.{i}.blocks.{j}.*``, ``layers.{i}.downsample``, ``norm{i}``)
-are both understood. timm downsamples at the start of the next stage, and mmdetection's patch
-merging (``nn.Unfold``) orders the merged channels differently from the official/timm one; both are
-converted.
+- ``backbone.conv1`` / ``bn1``: ``backbone.bottom_up.stem.conv1`` / ``.norm``
+- ``backbone.layer{i}.{j}.conv{k}``: ``backbone.bottom_up.res{i+1}.{j}.conv{k}``
+- ``backbone.layer{i}.{j}.bn{k}``: ``backbone.bottom_up.res{i+1}.{j}.conv{k}.norm``
+- ``backbone.layer{i}.{j}.downsample.0``: ``backbone.bottom_up.res{i+1}.{j}.shortcut``
+- ``backbone.layer{i}.{j}.downsample.1``: ``backbone.bottom_up.res{i+1}.{j}.shortcut.norm``
+- ``...conv2.conv_offset`` (DCN): ``...conv2.conv_offset``
+- ``backbone.stages.{i}.*`` (Swin): ``backbone.bottom_up.layers.*`` (timm; see below)
+- ``neck.lateral_convs.{i}.conv``: ``backbone.fpn_lateral{l}``, l = 3, 4, 5
+- ``neck.fpn_convs.{i}.conv``: ``backbone.fpn_output{l}``; i = 3, 4: ``backbone.top_block.p6``,
+  ``p7``
+- ``bbox_head.cls_convs.{i}.conv`` / ``gn``: ``proposal_generator.head.cls_subnet.{n}``: the conv /
+  norm of layer i
+- ``bbox_head.reg_convs.{i}.*``: ``proposal_generator.head.bbox_subnet.*``, likewise
+- ``...convs.{i}.conv.conv_offset`` (DCN): ``..._subnet.{n}.conv_offset``
+- ``bbox_head.conv_cls`` / ``conv_reg``: ``proposal_generator.head.cls_score`` / ``bbox_pred``
+- ``bbox_head.scales.{i}.scale``: ``proposal_generator.head.scales.{i}.scale``
+
+Swin: mmdetection's ``SwinTransformer`` (``stages.{i}.blocks.{j}.attn.w_msa.*``,
+``ffn.layers.0.0`` / ``.1``, ``stages.{i}.downsample`` at the end of stage i,
+``patch_embed.projection``, ``norm{i}``) and the official Swin detection code
+(``layers.{i}.blocks.{j}.*``, ``layers.{i}.downsample``, ``norm{i}``) are both understood. timm
+downsamples at the start of the next stage, and mmdetection's patch merging (``nn.Unfold``) orders
+the merged channels differently from the official/timm one; both are converted.
 
 Offsets of deformable convs need no change: mmcv and torchvision both order them (dy, dx) per kernel
 tap, and mmcv's DCNv2 takes the first two thirds of its ``conv_offset`` output as offsets and the
