@@ -16,7 +16,8 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
 from dsla import smooth_label_targets
-from dsla.analysis import dsla_candidates, gt_recall, measure_image, probe_model, summarize
+from dsla.analysis import gt_recall, measure_image, probe_model, summarize
+from dsla.modeling import DSLAProposalGenerator
 
 from conftest import REPO_ROOT, load_config
 
@@ -165,6 +166,24 @@ def test_recall_needs_the_class_and_iou_at_least_the_threshold():
     assert gt_recall(gt_boxes, gt_classes, boxes[:0], classes[:0]).tolist() == [False, False, False]
 
 
+def _candidates(points, scores, distances, topk):
+    """The pre-NMS candidates the diagnosis reports: those of the model's own selection."""
+    generator = DSLAProposalGenerator(
+        two_stage=False,
+        head=torch.nn.Identity(),
+        in_features=["p3"],
+        strides=[8],
+        regress_ranges=[(0.0, float("inf"))],
+        num_classes=2,
+        score_thresh_test=0.05,
+        topk_candidates_test=topk,
+    )
+    boxes, cand_scores, classes = generator.image_candidates(
+        points, [scores.logit()], distances, (32, 40)
+    )
+    return boxes.tensor, cand_scores, classes
+
+
 def test_candidates_are_top_points_by_max_class_score_then_score_threshold():
     # Scores (sigmoid) per point and class; with k = 2 the points with the best max score are p0
     # (0.9) and p2 (0.8). Their pairs above 0.05 are all four; p1's 0.5 is left out although it
@@ -172,17 +191,13 @@ def test_candidates_are_top_points_by_max_class_score_then_score_threshold():
     scores = torch.tensor([[0.9, 0.06], [0.04, 0.5], [0.8, 0.7], [0.3, 0.01]])
     points = [torch.tensor([[8.0, 8.0], [16.0, 8.0], [24.0, 8.0], [32.0, 8.0]])]
     distances = [torch.tensor([[4.0, 4.0, 4.0, 4.0]] * 3 + [[4.0, 4.0, 40.0, 4.0]])]
-    boxes, cand_scores, classes = dsla_candidates(
-        points, [scores.logit()], distances, (32, 40), 2, 0.05
-    )
+    boxes, cand_scores, classes = _candidates(points, scores, distances, topk=2)
     pairs = sorted(zip(cand_scores.tolist(), classes.tolist()), reverse=True)
     assert [c for _, c in pairs] == [0, 0, 1, 1]
     assert [round(s, 4) for s, _ in pairs] == [0.9, 0.8, 0.7, 0.06]
     assert {tuple(b) for b in boxes.tolist()} == {(4.0, 4.0, 12.0, 12.0), (20.0, 4.0, 28.0, 12.0)}
     # k larger than the level (a small input): all points, boxes clipped to the image.
-    boxes, cand_scores, _ = dsla_candidates(
-        points, [scores.logit()], distances, (32, 40), 1000, 0.05
-    )
+    boxes, cand_scores, _ = _candidates(points, scores, distances, topk=1000)
     assert len(cand_scores) == 6 and boxes[:, 2].max() == 40
 
 

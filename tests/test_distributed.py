@@ -35,6 +35,7 @@ IMAGE_SIZE = 64
 
 def _generator():
     return DSLAProposalGenerator(
+        two_stage=False,
         head=nn.Identity(),
         in_features=["p3", "p4"],
         strides=STRIDES,
@@ -86,8 +87,9 @@ def _losses_and_grads(images: slice):
     distances = [x[images] * distance_scale.exp() for x in distances]
     generator = _generator()
     with EventStorage():
-        losses = generator.losses(points, logits, distances, gt_instances[images])
-        static, _, _ = generator.label_points(points, gt_instances[images])
+        labels = generator.label_points(points, gt_instances[images])
+        losses = generator.losses(logits, distances, *labels)
+        static = labels[0]
     sum(losses.values()).backward()
     return {
         "losses": {k: v.detach() for k, v in losses.items()},

@@ -13,6 +13,7 @@ from dsla.modeling import DSLAProposalGenerator
 
 def _generator(**kwargs):
     args = dict(
+        two_stage=False,
         head=nn.Identity(),
         in_features=["p3"],
         strides=[8],

@@ -17,6 +17,7 @@ from dsla.modeling import DSLAHead, DSLAProposalGenerator
 
 def _generator(**kwargs):
     args = dict(
+        two_stage=False,
         head=nn.Identity(),
         in_features=["p3"],
         strides=[8],
@@ -61,7 +62,7 @@ def test_losses_match_hand_computation_with_iou_coupling_and_normalizers():
     logits = [torch.tensor([logit_values])]
     gen = _generator(cls_loss_weight=2.0, box_loss_type="iou", box_loss_weight=1.5)
     with EventStorage() as storage:
-        losses = gen.losses(points, logits, distances, gt)
+        losses = gen.losses(logits, distances, *gen.label_points(points, gt))
         scalars = {k: v.latest() for k, v in storage.histories().items()}
 
     targets = [[0.0, 1.0], [0.0, 0.3], [0.0, 0.0]]
@@ -89,7 +90,7 @@ def test_normalizer_is_clamped_at_one_and_iou_only_ablation():
     logits = [torch.tensor([[[0.0, 0.0]]])]
     gen = _generator(iou_only=True, box_loss_type="giou")
     with EventStorage():
-        losses = gen.losses(points, logits, distances, gt)
+        losses = gen.losses(logits, distances, *gen.label_points(points, gt))
     expected_cls = _bce(0.0, 0.6) * abs(0.6 - 0.5) ** 2 + _bce(0.0, 0.0) * 0.5**2
     # GIoU: the enclosing box is the target box itself, so GIoU = IoU = 0.6.
     expected_box = 0.5 * (1 - 0.6)
@@ -106,7 +107,8 @@ def test_batch_without_boxes_gives_finite_losses_zero_box_loss_and_gradients():
         _instances([[5, 5, 5, 30], [10, 10, 10.5, 10]], [0, 1]),
     ]  # zero-area boxes
     with EventStorage():
-        losses = _generator().losses(points, logits, distances, gt)
+        gen = _generator()
+        losses = gen.losses(logits, distances, *gen.label_points(points, gt))
     assert all(torch.isfinite(v) for v in losses.values())
     assert losses["loss_dsla_box"].item() == 0.0
     sum(losses.values()).backward()

@@ -3,8 +3,8 @@
 Speed and memory of DSLA against detectron2's FCOS on the same backbone, and of the DSLA label
 assignment.
 
-    python tools/benchmark.py                       # full benchmark on the CPU (and CUDA if
-    available) python tools/benchmark.py --devices cuda --reps 10
+    python tools/benchmark.py                       # everything, on the CPU (and CUDA if present)
+    python tools/benchmark.py --devices cuda --reps 10
     python tools/benchmark.py --quick               # seconds; for tests
     python tools/benchmark.py --parts export --reps 10 --output output/export_latency.json
 
@@ -14,18 +14,15 @@ Four parts, each printed as a table and written to ``--output`` as JSON:
    (``configs/DSLA/dsla_R_50_FPN_1x.yaml``, ``configs/FCOS-Baseline/fcos_R_50_FPN_1x.yaml``, random
    weights) on the same inputs, alternating DSLA and FCOS runs; medians over ``--reps`` runs after
    one warm-up, and the peak memory each run adds.
-2. ``assignment``: time and peak extra memory of ``smooth_label_targets`` on the points of one image
-  against
-   the number of ground-truth boxes, each measured in a fresh process.
+2. ``assignment``: time and peak extra memory of the R-50 head's ``label_points`` on the points of
+   one image against the number of ground-truth boxes, each measured in a fresh process.
 3. ``profile``: where a DSLA training step spends its time: backbone, head, label assignment,
-  losses, backward,
-   and inference post-processing.
+   losses, backward, and inference post-processing.
 4. ``export`` (only when asked for): CPU latency of one ``--export-size`` image through the
-  quick-start and the
-   R-50 model (random weights), eager, traced to TorchScript, and exported to ONNX and run by
-   onnxruntime with as many threads as torch; medians over ``--reps`` runs after two warm-ups
-   (TorchScript optimizes the graph during its first runs). Each row also says whether the exported
-   model's detections match the eager model's.
+   quick-start and the R-50 model (random weights), eager, traced to TorchScript, and exported to
+   ONNX and run by onnxruntime with as many threads as torch; medians over ``--reps`` runs after two
+   warm-ups (TorchScript optimizes the graph during its first runs). Each row also says whether the
+   exported model's detections match the eager model's.
 
 Peak memory is CUDA's ``max_memory_allocated`` on GPUs; on the CPU, the process's peak resident
 memory (``VmHWM``, reset before each run through ``/proc/self/clear_refs``) minus its resident
@@ -41,7 +38,6 @@ import os
 import statistics
 import time
 from contextlib import contextmanager
-from unittest import mock
 
 import torch
 
@@ -50,7 +46,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
 
-from dsla import get_dsla_cfg, smooth_label_targets
+from dsla import get_dsla_cfg
 from dsla.export import (
     FORMATS,
     ExportedModel,
@@ -59,7 +55,6 @@ from dsla.export import (
     export_model,
     measure_latency,
 )
-from dsla.label_assignment import level_points
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {
@@ -67,8 +62,6 @@ CONFIGS = {
     "FCOS": "configs/FCOS-Baseline/fcos_R_50_FPN_1x.yaml",
 }
 EXPORT_CONFIGS = {"quickstart": "configs/DSLA/dsla_quickstart_shapes.yaml", "R-50": CONFIGS["DSLA"]}
-STRIDES = (8, 16, 32, 64, 128)
-RANGES = ((0, 64), (64, 128), (128, 256), (256, 512), (512, math.inf))
 logger = logging.getLogger("dsla.benchmark")
 
 
@@ -205,34 +198,29 @@ def benchmark_models(device, sizes, batch_sizes, reps):
     return rows
 
 
-def _points_of_image(height, width, device):
-    """Points, strides and regress ranges of the P3-P7 levels of a ``height x width`` input."""
-    points, strides, ranges = [], [], []
-    for stride, (lo, hi) in zip(STRIDES, RANGES):
-        p = level_points(
-            math.ceil(height / stride), math.ceil(width / stride), stride, 0.0, device=device
-        )
-        points.append(p)
-        strides.append(torch.full((len(p),), float(stride), device=device))
-        ranges.append(
-            torch.tensor([[lo, hi]], dtype=torch.float32, device=device).expand(len(p), 2)
-        )
-    return torch.cat(points), torch.cat(strides), torch.cat(ranges)
-
-
 def _assignment_worker(device, height, width, num_boxes, reps, queue):
-    points, strides, ranges = _points_of_image(height, width, device)
+    # The assignment of the R-50 model's own head: its levels, strides, ranges and point offset.
+    generator = build("DSLA", device).proposal_generator
+    points = generator.make_points(
+        [(math.ceil(height / s), math.ceil(width / s)) for s in generator.strides], device
+    )
     inst = _random_instances(height, width, num_boxes, 80, torch.Generator().manual_seed(num_boxes))
-    boxes, classes = inst.gt_boxes.tensor.to(device), inst.gt_classes.to(device)
+    gt = [inst.to(device)]
     runs = []
     for _ in range(reps + 1):
         result = {}
         with measure(device, result):
-            smooth_label_targets(points, strides, ranges, boxes, classes, 80)
+            generator.label_points(points, gt)
         runs.append(result)
     # Time: median after the warm-up run. Memory: the largest, which is the first run's in a fresh
     # process.
-    queue.put({"seconds": _median(runs[1:], "seconds"), "peak_mb": max(r["peak_mb"] for r in runs)})
+    queue.put(
+        {
+            "seconds": _median(runs[1:], "seconds"),
+            "peak_mb": max(r["peak_mb"] for r in runs),
+            "num_points": sum(len(p) for p in points),
+        }
+    )
 
 
 def benchmark_assignment(device, size, box_counts, reps):
@@ -249,7 +237,7 @@ def benchmark_assignment(device, size, box_counts, reps):
         row = {
             "device": device,
             "size": f"{size[0]}x{size[1]}",
-            "num_points": sum(math.ceil(size[0] / s) * math.ceil(size[1] / s) for s in STRIDES),
+            "num_points": result["num_points"],
             "num_boxes": num_boxes,
             "seconds": result["seconds"],
             "peak_mb": result["peak_mb"],
@@ -279,11 +267,8 @@ def profile_dsla_step(device, size, batch_size, reps):
             gt = [x["instances"].to(device) for x in batch]
             with measure(device, t.setdefault("assignment", {})):
                 labels = generator.label_points(points, gt)
-            # losses() labels the points itself: given the labels just made, it is timed without the
-            # assignment (a difference of two noisy medians can come out negative).
-            with mock.patch.object(generator, "label_points", return_value=labels):
-                with measure(device, t.setdefault("losses", {})):
-                    losses = generator.losses(points, logits, distances, gt)
+            with measure(device, t.setdefault("losses", {})):
+                losses = generator.losses(logits, distances, *labels)
             with measure(device, t.setdefault("backward", {})):
                 sum(losses.values()).backward()
             with measure(device, t.setdefault("post-processing", {})), torch.no_grad():

@@ -46,12 +46,13 @@ from . import data  # noqa: F401  (registers the synthetic shapes_* and clutter_
 from .config import add_dsla_config, get_dsla_cfg
 from .label_assignment import dynamic_smooth_labels, smooth_label_targets
 from .losses import quality_focal_loss
-from .modeling import DSLA, DSLAHead, DSLAProposalGenerator
+from .modeling import DSLA, DSLADetector, DSLAHead, DSLAProposalGenerator
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DSLA",
+    "DSLADetector",
     "DSLAHead",
     "DSLAProposalGenerator",
     "add_dsla_config",

@@ -7,7 +7,6 @@ label mass, IoU and score, and whether it survives the candidate selection and N
 from .diagnose import (
     ImageProbe,
     diagnose_model,
-    dsla_candidates,
     gt_point_statistics,
     gt_recall,
     measure_image,
@@ -26,7 +25,6 @@ __all__ = [
     "DEFAULT_SIDE_EDGES",
     "ImageProbe",
     "diagnose_model",
-    "dsla_candidates",
     "format_diagnosis",
     "gt_point_statistics",
     "gt_recall",

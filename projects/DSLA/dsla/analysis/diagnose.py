@@ -25,7 +25,7 @@ from detectron2.structures.boxes import matched_pairwise_iou
 from ..evaluation.score_iou import pearson, spearman
 from ..label_assignment import dynamic_smooth_labels
 from ..losses import paired_iou
-from ..modeling.proposal_generator import DSLA as DSLAProposalGenerator
+from ..modeling import DSLAProposalGenerator
 
 __all__ = [
     "COCO_AREA_BUCKETS",
@@ -34,7 +34,6 @@ __all__ = [
     "side_buckets",
     "gt_point_statistics",
     "gt_recall",
-    "dsla_candidates",
     "probe_dsla",
     "probe_fcos",
     "probe_model",
@@ -159,41 +158,6 @@ def gt_recall(
     return ((iou >= iou_threshold) & same_class).any(dim=1)
 
 
-def dsla_candidates(
-    points: List[Tensor],
-    logits: List[Tensor],
-    distances: List[Tensor],
-    image_size: Tuple[int, int],
-    topk_candidates: int,
-    score_thresh: float,
-) -> Tuple[Tensor, Tensor, Tensor]:
-    """
-    The pre-NMS candidates of one image as spec section 5 selects them: per level the
-    ``topk_candidates`` points with the highest maximum class score, then their (point, class) pairs
-    with score > ``score_thresh``; boxes decoded and clipped to the image.
-
-    Args:
-        points: one Tensor[Hi*Wi, 2] per level; logits: one Tensor[Hi*Wi, K]; distances: one
-            Tensor[Hi*Wi, 4].
-
-    Returns:
-        boxes Tensor[C, 4], scores Tensor[C], classes long Tensor[C].
-    """
-    boxes, scores, classes = [], [], []
-    for points_l, logits_l, dist_l in zip(points, logits, distances):
-        scores_l = logits_l.sigmoid()
-        top = scores_l.max(dim=1).values.topk(min(topk_candidates, len(scores_l))).indices
-        point_idx, class_idx = torch.nonzero(scores_l[top] > score_thresh, as_tuple=True)
-        point_idx = top[point_idx]
-        xy, ltrb = points_l[point_idx], dist_l[point_idx]
-        boxes.append(torch.cat([xy - ltrb[:, :2], xy + ltrb[:, 2:]], dim=1))
-        scores.append(scores_l[point_idx, class_idx])
-        classes.append(class_idx)
-    boxes = Boxes(cat(boxes))
-    boxes.clip(image_size)
-    return boxes.tensor, cat(scores), cat(classes)
-
-
 def _gt_instances(model, batched_inputs):
     return [x["instances"].to(model.device) for x in batched_inputs]
 
@@ -242,13 +206,8 @@ def probe_dsla(model, batched_inputs: List[dict]) -> List[ImageProbe]:
         ious = paired_iou(all_distances[i, pos].float(), targets)
         y_d = dynamic_smooth_labels(y_s, ious, pg.iou_coupling, pg.iou_only)
         scores = all_logits[i, pos].sigmoid().gather(1, classes[i, pos, None]).squeeze(1)
-        cand_boxes, _, cand_classes = dsla_candidates(
-            points,
-            [x[i] for x in logits],
-            [x[i] for x in distances],
-            image_size,
-            pg.topk_candidates_test,
-            pg.score_thresh_test,
+        cand_boxes, _, cand_classes = pg.image_candidates(
+            points, [x[i] for x in logits], [x[i] for x in distances], image_size
         )
         det = detections[i]
         probes.append(
@@ -261,7 +220,7 @@ def probe_dsla(model, batched_inputs: List[dict]) -> List[ImageProbe]:
                 y_d,
                 ious,
                 scores,
-                cand_boxes,
+                cand_boxes.tensor,
                 cand_classes,
                 det.pred_boxes.tensor,
                 det.pred_classes,

@@ -27,7 +27,7 @@ from detectron2.solver import WarmupParamScheduler
 from ..config import add_dsla_config
 from ..data import DSLADatasetMapper
 from ..engine import build_evaluator
-from ..modeling import DSLA, DSLAHead, DSLAProposalGenerator
+from ..modeling import DSLADetector, DSLAHead, DSLAProposalGenerator
 from ..solver import get_param_groups, make_optimizer, optimizer_kwargs, param_group_kwargs
 
 __all__ = [
@@ -79,10 +79,10 @@ def lazy_model(cfg: CfgNode):
         ShapeSpec(channels=cfg.MODEL.FPN.OUT_CHANNELS, stride=s) for s in cfg.MODEL.DSLA.FPN_STRIDES
     ]
     proposal_generator = DSLAProposalGenerator.from_config(
-        cfg, dict(zip(cfg.MODEL.DSLA.IN_FEATURES, shapes))
+        cfg, dict(zip(cfg.MODEL.DSLA.IN_FEATURES, shapes)), two_stage=False
     )
     proposal_generator["head"] = L(DSLAHead)(**DSLAHead.from_config(cfg, shapes))
-    return L(DSLA)(
+    return L(DSLADetector)(
         backbone=L(build_backbone_from_keys)(
             model_keys={key: _plain(cfg.MODEL[key]) for key in BACKBONE_KEYS},
             input_channels=len(cfg.MODEL.PIXEL_MEAN),

@@ -2,23 +2,36 @@ from typing import Dict, List
 
 from torch import Tensor
 
-from detectron2.modeling import META_ARCH_REGISTRY, ProposalNetwork
+from detectron2.modeling import META_ARCH_REGISTRY, ProposalNetwork, build_backbone
 from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.modeling.proposal_generator import PROPOSAL_GENERATOR_REGISTRY
 from detectron2.structures import ImageList
 
-__all__ = ["DSLA"]
+__all__ = ["DSLADetector"]
 
 
-@META_ARCH_REGISTRY.register()
-class DSLA(ProposalNetwork):
+class DSLADetector(ProposalNetwork):
     """
-    The DSLA detector: a backbone (ResNet/Swin + FPN) and the DSLA head, built by detectron2's
-    proposal-generator registry from ``MODEL.PROPOSAL_GENERATOR.NAME: "DSLA"``.
+    The DSLA detector (``MODEL.META_ARCHITECTURE: "DSLA"``): a backbone (ResNet/Swin/... + FPN) and
+    the DSLA head, the proposal generator of ``MODEL.PROPOSAL_GENERATOR.NAME`` ("DSLA",
+    :class:`DSLAProposalGenerator`), built with ``two_stage=False``: its detections are the model's
+    output.
 
     Input and output follow detectron2's models: ``batched_inputs`` from a ``DatasetMapper``; in
     training a dict of losses, in inference ``[{"instances": Instances}]`` with ``pred_boxes``,
     ``scores``, ``pred_classes`` in the original image size (``height``, ``width`` of each input).
     """
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = build_backbone(cfg)
+        head = PROPOSAL_GENERATOR_REGISTRY.get(cfg.MODEL.PROPOSAL_GENERATOR.NAME)
+        return {
+            "backbone": backbone,
+            "proposal_generator": head(cfg, backbone.output_shape(), two_stage=False),
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+        }
 
     def preprocess_image(self, batched_inputs: List[Dict[str, Tensor]]) -> ImageList:
         """Normalize, pad and batch the input images."""
@@ -51,3 +64,7 @@ class DSLA(ProposalNetwork):
                 {"instances": detector_postprocess(results_per_image, height, width)}
             )
         return processed_results
+
+
+# Configs name it "DSLA" (MODEL.META_ARCHITECTURE); register() would take the class name.
+META_ARCH_REGISTRY._do_register("DSLA", DSLADetector)

@@ -5,7 +5,6 @@ from torch import Tensor, nn
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, batched_nms, cat
-from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.proposal_generator import PROPOSAL_GENERATOR_REGISTRY
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
@@ -13,24 +12,24 @@ from detectron2.utils.events import get_event_storage
 from ..label_assignment import dynamic_smooth_labels, level_points, smooth_label_targets
 from ..losses import all_reduce_mean, box_regression_loss, paired_iou, quality_focal_loss
 from .head import DSLAHead
-from .meta_arch import DSLA as DSLADetector
 
-__all__ = ["DSLA"]
+__all__ = ["DSLAProposalGenerator", "check_finite_predictions"]
 
 
-@PROPOSAL_GENERATOR_REGISTRY.register()
-class DSLA(nn.Module):
+class DSLAProposalGenerator(nn.Module):
     """
-    The DSLA head as a proposal generator: features in, detections (or proposals) and losses out. It
-    is the whole detector head of the ``DSLA`` meta-architecture, and can be the first stage of a
-    two-stage detector (``MODEL.PROPOSAL_GENERATOR.NAME: "DSLA"``), where its detections become
-    ``proposal_boxes``.
+    The DSLA head as a proposal generator (``MODEL.PROPOSAL_GENERATOR.NAME: "DSLA"``): features in,
+    detections (or proposals) and losses out. Its caller tells it its role: the ``DSLA``
+    meta-architecture (:class:`DSLADetector`) builds it with ``two_stage=False`` and takes its
+    detections as the model's output; built by name from the registry, as a two-stage detector such
+    as ``GeneralizedRCNN`` builds its first stage, it gives ``proposal_boxes``.
     """
 
     @configurable
     def __init__(
         self,
         *,
+        two_stage: bool,
         head: nn.Module,
         in_features: List[str],
         strides: List[int],
@@ -50,10 +49,13 @@ class DSLA(nn.Module):
         topk_candidates_test: int = 1000,
         nms_thresh_test: float = 0.6,
         max_detections_per_image: int = 100,
-        two_stage: bool = False,
     ):
         """
         Args:
+            two_stage: act as the first stage of a two-stage detector: return the detections, also
+                in training, as Instances with ``proposal_boxes`` and ``objectness_logits`` (score
+                logits). False: the detector head of :class:`DSLADetector`, whose detections are the
+                model's output (``pred_boxes``, ``scores``, ``pred_classes``).
             head: maps a list of features to per-level logits and distances in pixels (see
                 :class:`DSLAHead`).
             in_features: names of the input features, one per level.
@@ -68,9 +70,6 @@ class DSLA(nn.Module):
             box_loss_type: "iou" or "giou".
             score_thresh_test, topk_candidates_test, nms_thresh_test: inference filtering.
             max_detections_per_image: detections kept per image after NMS.
-            two_stage: act as the first stage of a two-stage detector: return the detections, also
-                in training, as Instances with ``proposal_boxes`` and ``objectness_logits`` (score
-                logits).
         """
         super().__init__()
         if not (len(in_features) == len(strides) == len(regress_ranges)):
@@ -105,7 +104,7 @@ class DSLA(nn.Module):
         self.two_stage = two_stage
 
     @classmethod
-    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec], two_stage: bool = True):
         in_features = cfg.MODEL.DSLA.IN_FEATURES
         missing = [f for f in in_features if f not in input_shape]
         if missing:
@@ -123,11 +122,6 @@ class DSLA(nn.Module):
                 f"{backbone_strides} "
                 f"for {in_features}"
             )
-        # Inside the DSLA detector (or a subclass) the head gives the detections; in any other
-        # architecture it is the first stage and gives proposals.
-        two_stage = not issubclass(
-            META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE), DSLADetector
-        )
         return {
             "head": DSLAHead(cfg, shapes),
             "in_features": in_features,
@@ -178,52 +172,80 @@ class DSLA(nn.Module):
         if self.training:
             if gt_instances is None:
                 raise ValueError("DSLA needs gt_instances in training")
-            losses = self.losses(points, logits, distances, gt_instances)
+            # Named before any box check (fvcore's GIoU asserts on NaN boxes), with detectron2's
+            # exception and the iteration, as its trainer reports a non-finite loss.
+            check_finite_predictions(logits, distances)
+            static, classes, box_targets = self.label_points(points, gt_instances)
+            losses = self.losses(logits, distances, static, classes, box_targets)
             if not self.two_stage:
                 return [], losses
         with torch.no_grad():
             results = self.inference(points, logits, distances, images.image_sizes)
         return results, losses
 
+    def make_points(self, sizes: List[Tuple[int, int]], device=None) -> List[Tensor]:
+        """
+        The points of each level for feature maps of ``sizes`` ((Hi, Wi) per level).
+
+        Returns:
+            one Tensor[Hi*Wi, 2] per level (see :func:`level_points`).
+        """
+        return [
+            level_points(h, w, s, self.point_offset, device=device)
+            for (h, w), s in zip(sizes, self.strides)
+        ]
+
     def predict(self, features: List[Tensor]) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
         """
         Run the head on the features of ``in_features``.
 
         Returns:
-            points: one Tensor[Hi*Wi, 2] per level (see :func:`level_points`).
+            points: one Tensor[Hi*Wi, 2] per level (see :meth:`make_points`).
             logits: one Tensor[N, Hi*Wi, K] per level.
             distances: one Tensor[N, Hi*Wi, 4] per level, in pixels.
         """
         logits, distances = self.head(features)
-        points = [
-            level_points(f.shape[-2], f.shape[-1], s, self.point_offset, device=f.device)
-            for f, s in zip(features, self.strides)
-        ]
+        points = self.make_points([f.shape[-2:] for f in features], features[0].device)
         # (N, C, H, W) -> (N, H*W, C), the order of `level_points`.
         logits = [x.flatten(2).transpose(1, 2) for x in logits]
         distances = [x.flatten(2).transpose(1, 2) for x in distances]
         return points, logits, distances
+
+    def flatten_points(self, points: List[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        """
+        The points of all levels in one tensor, with the stride and regress range of each.
+
+        Args:
+            points: one Tensor[Hi*Wi, 2] per level.
+
+        Returns:
+            points Tensor[R, 2], strides Tensor[R], regress_ranges Tensor[R, 2].
+        """
+        strides = cat(
+            [torch.full((len(p),), float(s), device=p.device) for p, s in zip(points, self.strides)]
+        )
+        ranges = cat(
+            [self.regress_ranges[i].to(p.device).expand(len(p), 2) for i, p in enumerate(points)]
+        )
+        return cat(points), strides, ranges
 
     @torch.no_grad()
     def label_points(
         self, points: List[Tensor], gt_instances: List[Instances]
     ) -> Tuple[Tensor, Tensor, Tensor]:
         """
-        Static smooth labels of every point of every image.
+        Static smooth labels of every point of every image (:func:`smooth_label_targets`).
 
         Args:
             points: one Tensor[Hi*Wi, 2] per level.
+            gt_instances: per image, ``gt_boxes`` and ``gt_classes``.
 
         Returns:
-            scores: Tensor[N, R]: ``y_s``.
+            static: Tensor[N, R]: ``y_s``.
             classes: long Tensor[N, R]: class, ``num_classes`` for negatives.
             box_targets: Tensor[N, R, 4]: (l, t, r, b) to the assigned box.
         """
-        strides = cat(
-            [torch.full((len(p),), float(s), device=p.device) for p, s in zip(points, self.strides)]
-        )
-        ranges = cat([self.regress_ranges[i].expand(len(p), 2) for i, p in enumerate(points)])
-        points = cat(points)
+        points, strides, ranges = self.flatten_points(points)
         labels = [
             smooth_label_targets(
                 points,
@@ -238,45 +260,37 @@ class DSLA(nn.Module):
             )
             for inst in gt_instances
         ]
-        scores, classes, box_targets = (torch.stack(x) for x in zip(*labels))
-        return scores, classes, box_targets
+        static, classes, box_targets = (torch.stack(x) for x in zip(*labels))
+        return static, classes, box_targets
 
     def losses(
         self,
-        points: List[Tensor],
         logits: List[Tensor],
         distances: List[Tensor],
-        gt_instances: List[Instances],
+        static: Tensor,
+        classes: Tensor,
+        box_targets: Tensor,
     ) -> Dict[str, Tensor]:
         """
-        DSLA losses (spec section 2).
+        DSLA losses (paper, section 3.3; ``docs/configuration.md``): Quality Focal Loss against the
+        dynamic label ``y_d`` and the IoU/GIoU loss weighted by ``y_s``, each divided by its label
+        sum averaged over the workers.
 
         Args:
-            points: one Tensor[Hi*Wi, 2] per level.
             logits: one Tensor[N, Hi*Wi, K] per level.
             distances: one Tensor[N, Hi*Wi, 4] per level, in pixels.
+            static, classes, box_targets: the labels of :meth:`label_points`: Tensor[N, R],
+                long Tensor[N, R], Tensor[N, R, 4].
 
         Returns:
-            dict with ``loss_dsla_cls`` (QFL against ``y_d``) and ``loss_dsla_box`` (IoU/GIoU
-            weighted by ``y_s``).
+            dict with ``loss_dsla_cls`` and ``loss_dsla_box``.
         """
         logits = cat(logits, dim=1).float()  # [N, R, K]
         distances = cat(distances, dim=1).float()  # [N, R, 4]
-        # Named here, before any box check (fvcore's GIoU asserts on NaN boxes), with detectron2's
-        # exception and the iteration, as its trainer reports a non-finite loss. One check, one
-        # synchronization.
-        if not (torch.isfinite(logits).all() & torch.isfinite(distances).all()):
-            raise FloatingPointError(
-                f"DSLA predictions became infinite or NaN at iteration={get_event_storage().iter}! "
-                f"Finite logits: {bool(torch.isfinite(logits).all())}, "
-                f"finite distances: {bool(torch.isfinite(distances).all())}"
-            )
-        static, classes, box_targets = self.label_points(
-            points, gt_instances
-        )  # [N, R], [N, R], [N, R, 4]
 
         pos = static > 0
         pred_pos, target_pos, static_pos = distances[pos], box_targets[pos], static[pos]
+        # The IoU is a target, not a path for the classification loss into the box branch.
         ious = paired_iou(pred_pos.detach(), target_pos)
         dynamic = dynamic_smooth_labels(static_pos, ious, self.iou_coupling, self.iou_only)
 
@@ -296,8 +310,7 @@ class DSLA(nn.Module):
         loss_box = (box_loss * static_pos).sum() / box_normalizer + 0.0 * distances.sum()
 
         storage = get_event_storage()
-        num_images = max(len(gt_instances), 1)
-        storage.put_scalar("dsla/num_pos_per_image", pos.sum().item() / num_images)
+        storage.put_scalar("dsla/num_pos_per_image", pos.sum().item() / max(len(static), 1))
         if len(static_pos) > 0:
             storage.put_scalar("dsla/mean_y_s", static_pos.mean().item())
             storage.put_scalar("dsla/mean_y_d", dynamic.mean().item())
@@ -314,29 +327,18 @@ class DSLA(nn.Module):
         image_sizes: List[Tuple[int, int]],
     ) -> List[Instances]:
         """
-        Detections of each image (spec section 5): candidates of each level (see
-        :meth:`select_candidates`), decoded and clipped; class-wise NMS over all levels; the best
-        ``max_detections_per_image`` kept. Boxes with a non-finite coordinate and NaN scores are
-        dropped, the rest of the image's detections kept.
+        Detections of each image, as the authors' inference selects them: the candidates of
+        :meth:`image_candidates`, class-wise NMS over all levels, the best
+        ``max_detections_per_image`` kept.
 
         Nothing here branches in Python on a data-dependent size, so a traced or exported model
         works at every input size.
         """
         results = []
         for img_idx, image_size in enumerate(image_sizes):
-            boxes, scores, classes = [], [], []
-            for points_l, logits_l, dist_l in zip(points, logits, distances):
-                point_idx, class_idx, scores_l = self.select_candidates(logits_l[img_idx])
-                xy, ltrb = points_l[point_idx], dist_l[img_idx, point_idx]
-                boxes.append(torch.cat([xy - ltrb[:, :2], xy + ltrb[:, 2:]], dim=1))
-                scores.append(scores_l)
-                classes.append(class_idx)
-            boxes, scores, classes = cat(boxes), cat(scores), cat(classes)
-            # One non-finite distance must not cost the image all its detections (Boxes.clip asserts
-            # on it); masking, not branching, keeps this traceable.
-            finite = torch.isfinite(boxes).all(dim=1)
-            boxes, scores, classes = Boxes(boxes[finite]), scores[finite], classes[finite]
-            boxes.clip(image_size)
+            boxes, scores, classes = self.image_candidates(
+                points, [x[img_idx] for x in logits], [x[img_idx] for x in distances], image_size
+            )
             keep = batched_nms(boxes.tensor, scores, classes, self.nms_thresh_test)
             keep = keep[: self.max_detections_per_image]
             result = Instances(image_size)
@@ -349,6 +351,42 @@ class DSLA(nn.Module):
                 result.pred_classes = classes[keep]
             results.append(result)
         return results
+
+    def image_candidates(
+        self,
+        points: List[Tensor],
+        logits: List[Tensor],
+        distances: List[Tensor],
+        image_size: Tuple[int, int],
+    ) -> Tuple[Boxes, Tensor, Tensor]:
+        """
+        The pre-NMS candidates of one image: those of :meth:`select_candidates` on each level,
+        decoded and clipped to the image. Boxes with a non-finite coordinate are dropped, the rest
+        of the image's candidates kept.
+
+        Args:
+            points: one Tensor[Hi*Wi, 2] per level.
+            logits: one Tensor[Hi*Wi, K] per level, of this image.
+            distances: one Tensor[Hi*Wi, 4] per level, of this image, in pixels.
+            image_size: (height, width) to clip to.
+
+        Returns:
+            boxes (Boxes of C), scores Tensor[C], classes long Tensor[C].
+        """
+        boxes, scores, classes = [], [], []
+        for points_l, logits_l, dist_l in zip(points, logits, distances):
+            point_idx, class_idx, scores_l = self.select_candidates(logits_l)
+            xy, ltrb = points_l[point_idx], dist_l[point_idx]
+            boxes.append(torch.cat([xy - ltrb[:, :2], xy + ltrb[:, 2:]], dim=1))
+            scores.append(scores_l)
+            classes.append(class_idx)
+        boxes, scores, classes = cat(boxes), cat(scores), cat(classes)
+        # One non-finite distance must not cost the image all its detections (Boxes.clip asserts
+        # on it); masking, not branching, keeps this traceable.
+        finite = torch.isfinite(boxes).all(dim=1)
+        boxes, scores, classes = Boxes(boxes[finite]), scores[finite], classes[finite]
+        boxes.clip(image_size)
+        return boxes, scores, classes
 
     def select_candidates(self, logits: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """
@@ -379,3 +417,24 @@ class DSLA(nn.Module):
         top_scores = scores[top_idx]  # [k, K]
         top_pos, class_idx = torch.nonzero(top_scores > self.score_thresh_test).unbind(dim=1)
         return top_idx[top_pos], class_idx, top_scores[top_pos, class_idx]
+
+
+def check_finite_predictions(logits: List[Tensor], distances: List[Tensor]) -> None:
+    """
+    Raise detectron2's ``FloatingPointError``, with the iteration, if a prediction is infinite or
+    NaN (one check, one synchronization).
+
+    Args:
+        logits, distances: one Tensor[N, Hi*Wi, C] per level each.
+    """
+    finite_logits = torch.stack([torch.isfinite(x).all() for x in logits]).all()
+    finite_distances = torch.stack([torch.isfinite(x).all() for x in distances]).all()
+    if not bool(finite_logits & finite_distances):
+        raise FloatingPointError(
+            f"DSLA predictions became infinite or NaN at iteration={get_event_storage().iter}! "
+            f"Finite logits: {bool(finite_logits)}, finite distances: {bool(finite_distances)}"
+        )
+
+
+# Configs name it "DSLA" (MODEL.PROPOSAL_GENERATOR.NAME); register() would take the class name.
+PROPOSAL_GENERATOR_REGISTRY._do_register("DSLA", DSLAProposalGenerator)
