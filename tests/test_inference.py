@@ -1,5 +1,5 @@
-"""Candidate selection at inference as the authors do it (spec section 5): top points per level,
-then the threshold."""
+"""Candidate selection at inference as the authors do it (docs/method.md, "Inference"): top points
+per level, then the threshold."""
 
 import math
 

@@ -1,7 +1,7 @@
 """
-The DSLA static smooth label ``y_s = ctr * h`` and the dynamic label ``y_d`` (spec section 1):
-hand-computed cases for every step, tie-breaking, chunking, input checks, and properties on random
-images.
+The DSLA static smooth label ``y_s = ctr * h`` and the dynamic label ``y_d`` (docs/method.md, "The
+label"): hand-computed cases for every step, tie-breaking, chunking, input checks, and properties on
+random images.
 """
 
 import math
@@ -524,7 +524,8 @@ def test_nan_box_error_names_non_finite_coordinates():
 
 
 def test_nan_points_raise_even_without_boxes():
-    # Otherwise the negatives' box targets would be NaN, and the spec promises finite values.
+    # Otherwise the negatives' box targets would be NaN, and smooth_label_targets promises finite
+    # values.
     inputs = _valid_inputs()
     inputs["points"][0, 0] = math.nan
     inputs["gt_boxes"] = torch.zeros(0, 4)

@@ -1,5 +1,5 @@
-"""The DSLA losses (spec section 2): Quality Focal Loss, IoU / GIoU losses on (l, t, r, b), the
-all-reduce mean."""
+"""The DSLA losses (docs/method.md, "Losses"): Quality Focal Loss, IoU / GIoU losses on (l, t, r,
+b), the all-reduce mean."""
 
 import math
 

@@ -6,16 +6,13 @@ import torch
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-from .evaluation.score_iou import add_score_iou_config
-from .modeling.backbone.swin import add_swin_config
-from .modeling.backbone.tiny import add_tiny_convnet_config
-from .modeling.fcos_baseline import add_fcos_baseline_config
-from .solver import add_solver_config
-
 
 def add_dsla_config(cfg):
     """
-    Add the config keys of DSLA under ``cfg.MODEL.DSLA``. Defaults are those of the paper's R-50
+    Add every config key of this project to ``cfg`` (detectron2's ``get_cfg()``): the DSLA head
+    under ``cfg.MODEL.DSLA``, the FCOS baseline under ``cfg.MODEL.FCOS``, the backbones
+    (``MODEL.TINY_CONVNET``, ``MODEL.MOBILENET_V2``, ``MODEL.TIMM``, ``MODEL.SWIN``), the optimizer
+    (``SOLVER``) and the evaluation (``TEST``) keys. DSLA's defaults are those of the paper's R-50
     model except the loss weights, which the R-50 config sets.
     """
     _C = cfg
@@ -32,7 +29,7 @@ def add_dsla_config(cfg):
         [512.0, float("inf")],
     ]
 
-    # Label assignment (spec section 1).
+    # Label assignment (docs/method.md, "The label").
     _C.MODEL.DSLA.INTERVAL_RELAXATION = 0.2  # gamma
     _C.MODEL.DSLA.CORE_ZONE = True
     _C.MODEL.DSLA.IOU_COUPLING = True  # y_d = y_s * IoU
@@ -41,7 +38,7 @@ def add_dsla_config(cfg):
     # Points are at (i + offset) * stride; the authors' models use 0, detectron2's FCOS 0.5.
     _C.MODEL.DSLA.POINT_OFFSET = 0.0
 
-    # Head (spec section 3).
+    # Head (docs/method.md, "Head").
     _C.MODEL.DSLA.NUM_CONVS = 4
     _C.MODEL.DSLA.NORM = "GN"
     _C.MODEL.DSLA.CONV_BIAS = False
@@ -50,27 +47,122 @@ def add_dsla_config(cfg):
     _C.MODEL.DSLA.NORM_REG_TARGETS = False
     _C.MODEL.DSLA.PRIOR_PROB = 0.01
 
-    # Losses (spec section 2).
+    # Losses (docs/method.md, "Losses").
     _C.MODEL.DSLA.QFL_BETA = 2.0
     _C.MODEL.DSLA.CLS_LOSS_WEIGHT = 1.0
     _C.MODEL.DSLA.BOX_LOSS_TYPE = "iou"  # "iou" (-log IoU) or "giou" (1 - GIoU)
     _C.MODEL.DSLA.BOX_LOSS_WEIGHT = 1.0
 
-    # Inference (spec section 5); detections per image: TEST.DETECTIONS_PER_IMAGE.
+    # Inference (docs/method.md, "Inference"); detections per image: TEST.DETECTIONS_PER_IMAGE.
     _C.MODEL.DSLA.SCORE_THRESH_TEST = 0.05
     _C.MODEL.DSLA.TOPK_CANDIDATES_TEST = 1000
     _C.MODEL.DSLA.NMS_THRESH_TEST = 0.6
 
+    _add_fcos_config(cfg)
+    _add_backbone_config(cfg)
+    _add_solver_config(cfg)
+    _add_test_config(cfg)
+
+
+def _add_fcos_config(cfg):
+    """
+    detectron2's FCOS as the baseline (``META_ARCHITECTURE: "FCOSBaseline"``); defaults are those of
+    detectron2's FCOS (``configs/common/models/fcos.py`` in its model zoo).
+    """
+    _C = cfg
+    _C.MODEL.FCOS = CN()
+    _C.MODEL.FCOS.NUM_CLASSES = 80
+    _C.MODEL.FCOS.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
+    _C.MODEL.FCOS.NUM_CONVS = 4
+    _C.MODEL.FCOS.HEAD_NORM = "GN"
+    _C.MODEL.FCOS.PRIOR_PROB = 0.01
+    # Initial value of the box-regression bias, i.e. of the initial distances in units of the
+    # stride. detectron2 decodes relu(raw) distances: if the raw outputs all turn negative early in
+    # training (seen with small models trained from scratch), the box branch gets no gradient and
+    # dies. 1.0 starts every box one stride wide on each side, out of that trap. 0.0 is
+    # detectron2's initialization.
+    _C.MODEL.FCOS.BBOX_REG_INIT_BIAS = 0.0
+    # (lo, hi) per level, in DSLA's format (MODEL.DSLA.REGRESS_RANGES), so that both detectors can
+    # use the same ranges. detectron2's FCOS fixes them at 4-8 x the stride: these values for
+    # strides 8 ... 128. A point is positive for a box when lo < max(l, t, r, b) < hi.
+    _C.MODEL.FCOS.REGRESS_RANGES = [
+        [0.0, 64.0],
+        [64.0, 128.0],
+        [128.0, 256.0],
+        [256.0, 512.0],
+        [512.0, float("inf")],
+    ]
+    _C.MODEL.FCOS.CENTER_SAMPLING_RADIUS = 1.5
+    # Points at (i + offset) * stride; detectron2's FCOS: 0.5 (its anchor generator's default).
+    _C.MODEL.FCOS.POINT_OFFSET = 0.5
+    _C.MODEL.FCOS.FOCAL_LOSS_ALPHA = 0.25
+    _C.MODEL.FCOS.FOCAL_LOSS_GAMMA = 2.0
+    # Inference; the score is sqrt(classification * centerness). Detections per image:
+    # TEST.DETECTIONS_PER_IMAGE.
+    _C.MODEL.FCOS.SCORE_THRESH_TEST = 0.2
+    _C.MODEL.FCOS.TOPK_CANDIDATES_TEST = 1000
+    _C.MODEL.FCOS.NMS_THRESH_TEST = 0.6
+
+
+def _add_backbone_config(cfg):
+    """
+    The DSLA backbones. Each names its outputs by stride: "stage{i}" has stride 2**i. Building a
+    backbone reads no file: ImageNet weights arrive through ``MODEL.WEIGHTS``
+    (``tools/convert_imagenet_checkpoint.py``). ``MODEL.BACKBONE.FREEZE_AT`` freezes the first
+    stages of each, as detectron2's ResNet.
+    """
+    _C = cfg
+    # The quick start's small from-scratch network (modeling/backbone/tiny.py).
+    _C.MODEL.TINY_CONVNET = CN()
+    _C.MODEL.TINY_CONVNET.WIDTHS = [32, 64, 128, 256, 256]
+    _C.MODEL.TINY_CONVNET.NORM = "BN"
+    _C.MODEL.TINY_CONVNET.OUT_FEATURES = ["stage3", "stage4", "stage5"]
+
+    # torchvision's MobileNetV2 (modeling/backbone/mobilenet.py); NORM "FrozenBN" or "BN".
+    _C.MODEL.MOBILENET_V2 = CN()
+    _C.MODEL.MOBILENET_V2.OUT_FEATURES = ["stage3", "stage4", "stage5"]
+    _C.MODEL.MOBILENET_V2.WIDTH_MULT = 1.0
+    _C.MODEL.MOBILENET_V2.NORM = "FrozenBN"
+
+    # Any timm model with features_only (modeling/backbone/timm_backbone.py).
+    _C.MODEL.TIMM = CN()
+    _C.MODEL.TIMM.NAME = "resnet50"
+    _C.MODEL.TIMM.OUT_FEATURES = ["stage3", "stage4", "stage5"]
+    _C.MODEL.TIMM.NORM = "FrozenBN"
+    _C.MODEL.TIMM.DROP_PATH_RATE = 0.0
+
+    # Swin Transformer through timm (modeling/backbone/swin.py).
+    _C.MODEL.SWIN = CN()
+    # timm model name: the architecture only.
+    _C.MODEL.SWIN.NAME = "swin_small_patch4_window7_224"
+    _C.MODEL.SWIN.DROP_PATH_RATE = 0.2
+    # "stage1" ... "stage4" (strides 4 ... 32); C3-C5 are stages 2-4.
+    _C.MODEL.SWIN.OUT_FEATURES = ["stage2", "stage3", "stage4"]
+    # Building a model reads no file any more; configs and command lines that still name this key
+    # keep loading, with a warning that it is ignored.
+    _C.register_deprecated_key("MODEL.SWIN.PRETRAINED_WEIGHTS")
+
+
+def _add_solver_config(cfg):
+    """
+    ``SOLVER.OPTIMIZER``: "SGD" (detectron2's default) or "ADAMW";
+    ``SOLVER.BIAS_RULES_SKIP_NORM_AND_DCN`` and ``SOLVER.NO_WEIGHT_DECAY_KEYS`` (see
+    :func:`dsla.solver.get_param_groups`).
+    """
+    cfg.SOLVER.OPTIMIZER = "SGD"
+    cfg.SOLVER.BIAS_RULES_SKIP_NORM_AND_DCN = False
+    cfg.SOLVER.NO_WEIGHT_DECAY_KEYS = []
+
+
+def _add_test_config(cfg):
+    """Evaluation keys: the best checkpoint and :class:`dsla.evaluation.ScoreIoUEvaluator`."""
     # detectron2's BestCheckpointer after each evaluation (needs TEST.EVAL_PERIOD > 0); "" disables
     # it.
-    _C.TEST.BEST_CHECKPOINT_METRIC = ""  # e.g. "bbox/AP"
-    _C.TEST.BEST_CHECKPOINT_MODE = "max"
-
-    add_fcos_baseline_config(cfg)
-    add_score_iou_config(cfg)
-    add_tiny_convnet_config(cfg)
-    add_swin_config(cfg)
-    add_solver_config(cfg)
+    cfg.TEST.BEST_CHECKPOINT_METRIC = ""  # e.g. "bbox/AP"
+    cfg.TEST.BEST_CHECKPOINT_MODE = "max"
+    # Run ScoreIoUEvaluator beside the dataset's evaluator, and the k of its top-k mean IoU.
+    cfg.TEST.SCORE_IOU_EVAL = False
+    cfg.TEST.SCORE_IOU_TOPK = [10, 100]
 
 
 def resolve_device(device: str, require_gpu: bool = False) -> str:

@@ -15,7 +15,7 @@ from torch import nn
 from detectron2.config import CfgNode
 from detectron2.solver.build import maybe_add_gradient_clipping, reduce_param_groups
 
-__all__ = ["add_solver_config", "build_optimizer", "get_param_groups", "make_optimizer"]
+__all__ = ["build_optimizer", "get_param_groups", "make_optimizer"]
 
 # Module types whose parameters are "normalization" parameters, as in detectron2 and mmcv.
 # FrozenBatchNorm2d has no parameters; DSLA's FrozenStatsBatchNorm2d is a BatchNorm2d.
@@ -26,17 +26,6 @@ _NORM_TYPES = (
     nn.modules.instancenorm._InstanceNorm,
     nn.LocalResponseNorm,
 )
-
-
-def add_solver_config(cfg):
-    """
-    Add ``SOLVER.OPTIMIZER``: "SGD" (detectron2's default) or "ADAMW";
-    ``SOLVER.BIAS_RULES_SKIP_NORM_AND_DCN`` and ``SOLVER.NO_WEIGHT_DECAY_KEYS`` (see
-    :func:`get_param_groups`).
-    """
-    cfg.SOLVER.OPTIMIZER = "SGD"
-    cfg.SOLVER.BIAS_RULES_SKIP_NORM_AND_DCN = False
-    cfg.SOLVER.NO_WEIGHT_DECAY_KEYS = []
 
 
 def get_param_groups(

@@ -1,4 +1,5 @@
-from .atomic import AtomicCheckpointer, atomic_write
+from ..utils.file_io import atomic_write
+from .atomic import AtomicCheckpointer
 from .convert_mmdet import Conversion, convert_mmdet_state_dict
 from .io import load_state_dict_file
 

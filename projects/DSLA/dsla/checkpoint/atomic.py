@@ -6,57 +6,15 @@ one.
 """
 
 import os
-import uuid
-from typing import IO, Any, Callable
+from typing import Any
 
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-__all__ = ["AtomicCheckpointer", "atomic_write"]
+from ..utils.file_io import atomic_write
 
-
-def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> None:
-    """
-    Write a file so that ``path`` holds either its previous content or the complete new one.
-
-    Args:
-        path: the destination, on a local file system.
-        write: called with a binary file object open for writing; writes the whole content.
-    """
-    directory, basename = os.path.split(os.path.abspath(path))
-    # The same directory keeps the rename on one file system, where os.replace is atomic. os.open
-    # with mode 0o666 gives the file the permissions the umask allows, as open() would; tempfile
-    # would make it 0o600.
-    tmp_path = os.path.join(directory, f".{basename}.{uuid.uuid4().hex[:12]}.tmp")
-    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make a rename in ``directory`` durable across a power loss (POSIX needs the directory synced
-    too)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # platforms that cannot open a directory (Windows) have no such requirement
-    try:
-        os.fsync(fd)
-    except OSError:
-        # Some file systems (network mounts) refuse fsync on directories; the rename stays atomic.
-        pass
-    finally:
-        os.close(fd)
+__all__ = ["AtomicCheckpointer"]
 
 
 class AtomicCheckpointer(DetectionCheckpointer):

@@ -36,6 +36,8 @@ from tqdm import tqdm
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
+from ..utils.file_io import atomic_write_text
+
 __all__ = [
     "SyntheticFamily",
     "ensure_split",
@@ -361,11 +363,8 @@ def generate_split(
         "annotations": annotations,
         "categories": [{"id": i + 1, "name": name} for i, name in enumerate(family.classes)],
     }
-    tmp_file = json_file + ".tmp"
-    with open(tmp_file, "w") as f:
-        # dumps, not dump: only dumps uses the C encoder, many times faster on a large json.
-        f.write(json.dumps(coco, separators=(",", ":")))
-    os.replace(tmp_file, json_file)
+    # dumps, not dump: only dumps uses the C encoder, many times faster on a large json.
+    atomic_write_text(json_file, json.dumps(coco, separators=(",", ":")))
     manifest = {
         "version": family.version,
         "params": params,

@@ -4,27 +4,17 @@ What detectron2's ``tools/train_net.py`` defines, for DSLA and in the package, s
 :func:`build_evaluator`, :func:`setup` and the argument parser.
 """
 
-import contextlib
-import functools
-import importlib.util
 import json
 import os
 import weakref
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import (
-    MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
 )
-from detectron2.engine import DefaultTrainer, default_setup, defaults, hooks
+from detectron2.engine import DefaultTrainer, default_setup, hooks
 from detectron2.engine import default_argument_parser as _default_argument_parser
-from detectron2.evaluation import (
-    COCOEvaluator,
-    DatasetEvaluators,
-    LVISEvaluator,
-    PascalVOCDetectionEvaluator,
-)
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -32,12 +22,13 @@ from ..checkpoint import AtomicCheckpointer
 from ..config import get_dsla_cfg
 from ..data import (
     DSLADatasetMapper,
-    add_register_coco_argument,
+    add_dataset_arguments,
     check_num_classes,
-    register_coco_datasets,
+    register_datasets_from_args,
 )
-from ..evaluation import ScoreIoUEvaluator
+from ..evaluation import build_evaluator
 from ..solver import build_optimizer
+from .ddp import cpu_ddp_for_default_trainer
 from .lazy import lazy_main
 
 __all__ = [
@@ -55,10 +46,11 @@ def default_argument_parser(epilog=None):
     """
     detectron2's arguments (``--config-file``, ``--resume``, ``--eval-only``, ``--num-gpus``,
     ``--num-machines``, ``--machine-rank``, ``--dist-url``, trailing overrides) plus
-    ``--register-coco NAME JSON IMAGE_ROOT`` and ``--require-gpu``.
+    ``--register-coco NAME JSON IMAGE_ROOT``, ``--register-voc NAME DIR CLASSES`` and
+    ``--require-gpu``.
     """
     parser = _default_argument_parser(epilog)
-    add_register_coco_argument(parser)
+    add_dataset_arguments(parser)
     add_require_gpu_argument(parser)
     return parser
 
@@ -72,58 +64,6 @@ def add_require_gpu_argument(parser):
     )
 
 
-def build_evaluator(cfg, dataset_name, output_folder=None):
-    """
-    The evaluator of a dataset's ``evaluator_type`` (its metadata), as detectron2's
-    ``tools/train_net.py`` picks
-    it: "coco", "lvis" or "pascal_voc"; with ``TEST.SCORE_IOU_EVAL`` also a
-        :class:`ScoreIoUEvaluator`.
-    """
-    if output_folder is None:
-        output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-    evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
-    if evaluator_type == "coco":
-        # Without detectron2's compiled ops its fast COCOeval is unavailable; use pycocotools'
-        # quietly.
-        has_compiled_ops = importlib.util.find_spec("detectron2._C") is not None
-        evaluator = COCOEvaluator(
-            dataset_name, output_dir=output_folder, use_fast_impl=has_compiled_ops
-        )
-    elif evaluator_type == "lvis":
-        evaluator = LVISEvaluator(dataset_name, output_dir=output_folder)
-    elif evaluator_type == "pascal_voc":
-        evaluator = PascalVOCDetectionEvaluator(dataset_name)
-    else:
-        raise ValueError(
-            f"No box evaluator for dataset {dataset_name!r} with evaluator_type "
-            f"{evaluator_type!r}; DSLA evaluates "
-            "'coco', 'lvis' and 'pascal_voc' datasets (set "
-            "MetadataCatalog.get(name).evaluator_type)."
-        )
-    if not cfg.TEST.SCORE_IOU_EVAL:
-        return evaluator
-    return DatasetEvaluators(
-        [evaluator, ScoreIoUEvaluator(dataset_name, output_folder, topk=cfg.TEST.SCORE_IOU_TOPK)]
-    )
-
-
-@contextlib.contextmanager
-def _ddp_without_device_ids_on_cpu(device):
-    """
-    detectron2 wraps the model in DDP with ``device_ids=[local rank]``, which PyTorch rejects for a
-    CPU model; without device ids DDP works on the CPU with GLOO (``--num-gpus N`` without a GPU).
-    """
-    if device != "cpu":
-        yield
-        return
-    create_ddp_model = defaults.create_ddp_model
-    defaults.create_ddp_model = functools.partial(create_ddp_model, device_ids=None)
-    try:
-        yield
-    finally:
-        defaults.create_ddp_model = create_ddp_model
-
-
 class Trainer(DefaultTrainer):
     """
     detectron2's DefaultTrainer with the DSLA data mapper and optimizers (``SOLVER.OPTIMIZER``,
@@ -133,7 +73,7 @@ class Trainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):
-        with _ddp_without_device_ids_on_cpu(cfg.MODEL.DEVICE):
+        with cpu_ddp_for_default_trainer(cfg.MODEL.DEVICE):
             super().__init__(cfg)
 
     def build_hooks(self):
@@ -199,7 +139,7 @@ def main(args):
     Returns:
         the evaluation results (``{"bbox": {"AP": ...}}``), if any
     """
-    register_coco_datasets(args.register_coco)
+    register_datasets_from_args(args)
     if args.config_file.endswith(".py"):
         return lazy_main(args)
     cfg = setup(args)

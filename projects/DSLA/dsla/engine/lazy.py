@@ -14,7 +14,6 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import (
     AMPTrainer,
     SimpleTrainer,
-    create_ddp_model,
     default_setup,
     default_writers,
     hooks,
@@ -25,6 +24,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import AtomicCheckpointer
 from ..config import resolve_device
+from .ddp import create_ddp_model
 
 __all__ = ["do_test", "do_train", "setup_lazy"]
 
@@ -46,11 +46,7 @@ def setup_lazy(args):
 
 
 def _ddp(cfg, model):
-    kwargs = dict(cfg.train.ddp)
-    if cfg.train.device == "cpu":
-        # detectron2 would pass device_ids=[local rank], which PyTorch rejects for a CPU model.
-        kwargs["device_ids"] = None
-    return create_ddp_model(model, **kwargs)
+    return create_ddp_model(model, cfg.train.device, **cfg.train.ddp)
 
 
 def do_test(cfg, model):

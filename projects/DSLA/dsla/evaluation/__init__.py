@@ -1,13 +1,9 @@
-from .score_iou import (
-    ScoreIoUEvaluator,
-    add_score_iou_config,
-    load_score_iou_pairs,
-    summarize_score_iou,
-)
+from .build import build_evaluator
+from .score_iou import ScoreIoUEvaluator, load_score_iou_pairs, summarize_score_iou
 
 __all__ = [
     "ScoreIoUEvaluator",
-    "add_score_iou_config",
+    "build_evaluator",
     "load_score_iou_pairs",
     "summarize_score_iou",
 ]

@@ -1,7 +1,7 @@
 """
 Does the classification score track localization quality? The measurement behind DSLA's motivation
-(spec section 7): for every detection, the IoU with its best-matching ground truth of the same
-class, against its score.
+(docs/method.md, "Score and IoU"): for every detection, the IoU with its best-matching ground truth
+of the same class, against its score.
 """
 
 import itertools
@@ -22,7 +22,6 @@ from detectron2.utils.file_io import PathManager
 
 __all__ = [
     "ScoreIoUEvaluator",
-    "add_score_iou_config",
     "gt_pair_concordance",
     "load_score_iou_pairs",
     "match_to_ground_truth",
@@ -34,15 +33,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PAIRS_FILE_NAME = "score_iou_pairs.npz"
-
-
-def add_score_iou_config(cfg):
-    """
-    Add ``cfg.TEST.SCORE_IOU_EVAL`` (run :class:`ScoreIoUEvaluator` beside the COCO evaluator) and
-    ``cfg.TEST.SCORE_IOU_TOPK`` (the k of its top-k mean IoU).
-    """
-    cfg.TEST.SCORE_IOU_EVAL = False
-    cfg.TEST.SCORE_IOU_TOPK = [10, 100]
 
 
 def match_to_ground_truth(
@@ -253,11 +243,11 @@ def load_score_iou_pairs(path: str) -> Dict[str, np.ndarray]:
 
 class ScoreIoUEvaluator(DatasetEvaluator):
     """
-    Score-vs-IoU consistency of a detector's outputs (spec section 7): each detection is matched to
-    the ground truth of its class it overlaps most, and :func:`summarize_score_iou` reports the
-    correlation of score and IoU for detections with IoU >= 0.5, the fraction of ground truths whose
-    highest-scored detection is not their best-localized one, and the mean IoU of each image's top-k
-    detections.
+    Score-vs-IoU consistency of a detector's outputs (docs/method.md, "Score and IoU"): each
+    detection is matched to the ground truth of its class it overlaps most, and
+    :func:`summarize_score_iou` reports the correlation of score and IoU for detections with IoU >=
+    0.5, the fraction of ground truths whose highest-scored detection is not their best-localized
+    one, and the mean IoU of each image's top-k detections.
 
     It measures whatever ``Instances`` the model returns, i.e. detections after NMS. To measure them
     before NMS would remove them, run the model with NMS disabled, e.g. ``MODEL.DSLA.NMS_THRESH_TEST

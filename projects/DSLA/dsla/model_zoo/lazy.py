@@ -26,7 +26,7 @@ from detectron2.solver import WarmupParamScheduler
 
 from ..config import add_dsla_config
 from ..data import DSLADatasetMapper
-from ..engine import build_evaluator
+from ..evaluation import build_evaluator
 from ..modeling import DSLADetector, DSLAHead, DSLAProposalGenerator
 from ..solver import get_param_groups, make_optimizer, optimizer_kwargs, param_group_kwargs
 
@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 # The MODEL keys the DSLA backbone builders read.
-BACKBONE_KEYS = ("BACKBONE", "FPN", "RESNETS", "SWIN", "TINY_CONVNET")
+BACKBONE_KEYS = ("BACKBONE", "FPN", "RESNETS", "SWIN", "TINY_CONVNET", "MOBILENET_V2", "TIMM")
 
 
 def _plain(node):

@@ -25,6 +25,7 @@ from ..config import get_dsla_cfg
 from ..data import check_num_classes, dataset_classes, model_num_classes, register_coco_datasets
 from ..engine import Trainer, default_argument_parser, final_metrics, setup
 from ..evaluation import ScoreIoUEvaluator
+from ..utils.file_io import atomic_write_text
 from .variants import Variant, resolve_config_file
 
 __all__ = [
@@ -344,10 +345,8 @@ def add_before_nms(run: StudyRun) -> Dict[str, Any]:
 
 
 def _write_result(run: StudyRun, result: Dict[str, Any]):
-    temporary = run.result_file + ".tmp"
-    with open(temporary, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(temporary, run.result_file)  # a result file is complete or absent
+    # A result file is complete or absent.
+    atomic_write_text(run.result_file, json.dumps(result, indent=2))
 
 
 def _exit_with_parent(parent_pid: int, period: float):

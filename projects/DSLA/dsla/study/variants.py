@@ -87,8 +87,8 @@ _QUARTER_COCO_RANGES = [
 BUILTIN_VARIANTS: Tuple[Variant, ...] = (
     Variant("fcos", _FCOS),
     Variant("dsla", _DSLA),
-    # The paper's ablations (spec section 1): y_d = y_s without IoU, y_d = IoU, gamma = 0, no core
-    # zone.
+    # The paper's ablations (docs/method.md, "The label"): y_d = y_s without IoU, y_d = IoU, gamma =
+    # 0, no core zone.
     Variant("dsla-no-coupling", _DSLA, (("MODEL.DSLA.IOU_COUPLING", False),)),
     Variant("dsla-iou-only", _DSLA, (("MODEL.DSLA.IOU_ONLY", True),)),
     Variant("dsla-no-relaxation", _DSLA, (("MODEL.DSLA.INTERVAL_RELAXATION", 0.0),)),

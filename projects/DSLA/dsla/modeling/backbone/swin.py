@@ -17,7 +17,6 @@ from timm.models.swin_transformer import window_partition, window_reverse
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from detectron2.config import CfgNode as CN
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone
 
@@ -25,24 +24,9 @@ from .fpn import build_dsla_fpn
 
 __all__ = [
     "SwinTransformer",
-    "add_swin_config",
     "build_dsla_swin_backbone",
     "build_dsla_swin_fpn_backbone",
 ]
-
-
-def add_swin_config(cfg):
-    """Add the keys of the Swin backbone under ``cfg.MODEL.SWIN``."""
-    cfg.MODEL.SWIN = CN()
-    # timm model name: the architecture only. ImageNet weights arrive through MODEL.WEIGHTS,
-    # converted by tools/convert_swin_checkpoint.py.
-    cfg.MODEL.SWIN.NAME = "swin_small_patch4_window7_224"
-    cfg.MODEL.SWIN.DROP_PATH_RATE = 0.2
-    # "stage1" ... "stage4" (strides 4 ... 32); C3-C5 are stages 2-4.
-    cfg.MODEL.SWIN.OUT_FEATURES = ["stage2", "stage3", "stage4"]
-    # Building a model reads no file any more; configs and command lines that still name this key
-    # keep loading, with a warning that it is ignored.
-    cfg.register_deprecated_key("MODEL.SWIN.PRETRAINED_WEIGHTS")
 
 
 def _swin_block_forward(block: nn.Module, x: Tensor, attn_masks: Dict) -> Tensor:
@@ -176,14 +160,6 @@ class SwinTransformer(Backbone):
             if name in self._out_features:
                 outputs[name] = self.out_norms[name](x).permute(0, 3, 1, 2).contiguous()
         return outputs
-
-    def output_shape(self) -> Dict[str, ShapeSpec]:
-        return {
-            f: ShapeSpec(
-                channels=self._out_feature_channels[f], stride=self._out_feature_strides[f]
-            )
-            for f in self._out_features
-        }
 
 
 @BACKBONE_REGISTRY.register()

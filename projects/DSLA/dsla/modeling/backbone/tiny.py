@@ -7,21 +7,12 @@ from typing import List
 
 from torch import nn
 
-from detectron2.config import CfgNode as CN
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
 from .fpn import build_dsla_fpn
 
-__all__ = ["TinyConvNet", "add_tiny_convnet_config", "build_dsla_tiny_fpn_backbone"]
-
-
-def add_tiny_convnet_config(cfg):
-    """Keys of :class:`TinyConvNet` under ``cfg.MODEL.TINY_CONVNET``."""
-    cfg.MODEL.TINY_CONVNET = CN()
-    cfg.MODEL.TINY_CONVNET.WIDTHS = [32, 64, 128, 256, 256]
-    cfg.MODEL.TINY_CONVNET.NORM = "BN"
-    cfg.MODEL.TINY_CONVNET.OUT_FEATURES = ["stage3", "stage4", "stage5"]
+__all__ = ["TinyConvNet", "build_dsla_tiny_fpn_backbone"]
 
 
 class TinyConvNet(Backbone):
@@ -75,14 +66,6 @@ class TinyConvNet(Backbone):
             if name in self._out_features:
                 outputs[name] = x
         return outputs
-
-    def output_shape(self):
-        return {
-            name: ShapeSpec(
-                channels=self._out_feature_channels[name], stride=self._out_feature_strides[name]
-            )
-            for name in self._out_features
-        }
 
 
 @BACKBONE_REGISTRY.register()
