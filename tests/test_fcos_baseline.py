@@ -1,9 +1,11 @@
 import os
 
+import pytest
 import torch
 
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
+from detectron2.modeling.meta_arch.fcos import FCOS
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
@@ -85,3 +87,53 @@ def test_inference_with_box_bias_init_returns_boxes_about_one_stride_from_each_p
     widths = instances.pred_boxes.tensor[:, 2] - instances.pred_boxes.tensor[:, 0]
     heights = instances.pred_boxes.tensor[:, 3] - instances.pred_boxes.tensor[:, 1]
     assert widths.min() > 6 and heights.min() > 6
+
+
+def _random_boxes(num, size, seed):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(num, 2, generator=g) * torch.tensor(size[::-1]) * 0.8
+    wh = 4 + torch.rand(num, 2, generator=g) * torch.tensor(size[::-1]) * 0.6
+    return Boxes(torch.cat([xy, xy + wh], dim=1))
+
+
+def test_default_ranges_match_detectron2s_own_matching():
+    model = build_model(fcos_cfg())
+    features = [torch.zeros(1, 1, -(-320 // s), -(-448 // s)) for s in (8, 16, 32, 64, 128)]
+    anchors = model.anchor_generator(features)
+    for seed in range(3):
+        gt = _random_boxes(40, (320, 448), seed)
+        ours = model.match_anchors(gt, anchors)
+        detectron2s = FCOS._match_anchors(model, gt, anchors)
+        assert ours.shape == detectron2s.shape and torch.equal(ours, detectron2s)
+        assert (ours > 0).sum() > 0
+
+
+def test_configured_ranges_move_a_box_to_the_level_they_name():
+    # A 60-pixel box: by detectron2's ranges (P3 up to 64) it is learned on P3; with COCO's ranges
+    # halved (P3 up to 32, P4 32-64) on P4 only.
+    gt = Boxes(torch.tensor([[100.0, 100.0, 160.0, 160.0]]))
+    levels = {}
+    for name, opts in {
+        "default": [],
+        "halved": [
+            "MODEL.FCOS.REGRESS_RANGES",
+            "[[0, 32], [32, 64], [64, 128], [128, 256], [256, 1e8]]",
+        ],
+    }.items():
+        model = build_model(fcos_cfg(*opts))
+        features = [torch.zeros(1, 1, 256 // s, 256 // s) for s in (8, 16, 32, 64, 128)]
+        anchors = model.anchor_generator(features)
+        matched = model.match_anchors(gt, anchors)[0] > 0
+        sizes = torch.tensor([len(a) for a in anchors])
+        level = torch.repeat_interleave(torch.arange(5), sizes)
+        levels[name] = sorted(set(level[matched].tolist()))
+    assert levels == {"default": [0], "halved": [1]}
+
+
+def test_point_offset_and_range_count_reach_the_model():
+    model = build_model(fcos_cfg("MODEL.FCOS.POINT_OFFSET", 0.0))
+    anchors = model.anchor_generator([torch.zeros(1, 1, 2, 2)] * 5)
+    assert anchors[0].get_centers()[0].tolist() == [0.0, 0.0]
+    assert build_model(fcos_cfg()).anchor_generator.offset == 0.5
+    with pytest.raises(ValueError, match="one regress range per level"):
+        build_model(fcos_cfg("MODEL.FCOS.REGRESS_RANGES", "[[0, 64], [64, 1e8]]"))

@@ -4,11 +4,12 @@ where DSLA and detectron2's FCOS differ: how many positive points each ground tr
 level, how much label mass (``y_s``, ``y_d``) they carry, how well their boxes fit it and how the
 model scores them, and whether the ground truth survives the candidate selection and NMS.
 
-For DSLA the positives are the points whose assigned box ``g*`` is the ground truth with ``y_s > 0``
-(spec section 1), ``y_d = y_s * q`` as in training with the model's current predictions, and the
-score is the sigmoid of the logit of the ground truth's class. For detectron2's FCOS the positives
-are those of its own matching (``FCOS._match_anchors``); its classification target is 1, so ``y_s =
-y_d = 1``, and the score is its ranking score ``sqrt(classification * centerness)``.
+For DSLA the positives are the points whose assigned box ``g*`` is the ground truth with
+``y_s > 0`` (docs/method.md, "The label"), ``y_d = y_s * q`` as in training with the model's
+current predictions, and the score is the sigmoid of the logit of the ground truth's class. For
+detectron2's FCOS the positives are those of its own matching (``FCOSBaseline.match_anchors``); its
+classification target is 1, so ``y_s = y_d = 1``, and the score is its ranking score
+``sqrt(classification * centerness)``.
 """
 
 from typing import Dict, List, NamedTuple, Sequence, Tuple
@@ -18,14 +19,13 @@ import torch
 from torch import Tensor
 
 from detectron2.layers import cat
-from detectron2.modeling.meta_arch.fcos import FCOS
 from detectron2.structures import Boxes, pairwise_iou
 from detectron2.structures.boxes import matched_pairwise_iou
 
 from ..evaluation.score_iou import pearson, spearman
 from ..label_assignment import dynamic_smooth_labels
 from ..losses import paired_iou
-from ..modeling import DSLAProposalGenerator
+from ..modeling import DSLAProposalGenerator, FCOSBaseline
 
 __all__ = [
     "COCO_AREA_BUCKETS",
@@ -230,18 +230,17 @@ def probe_dsla(model, batched_inputs: List[dict]) -> List[ImageProbe]:
 
 
 @torch.no_grad()
-def probe_fcos(model: FCOS, batched_inputs: List[dict]) -> List[ImageProbe]:
+def probe_fcos(model: FCOSBaseline, batched_inputs: List[dict]) -> List[ImageProbe]:
     """
-    Run detectron2's :class:`FCOS` on inputs with ``instances`` and return, per image, the positives
-    of its own matching, the candidates of its own pre-NMS selection and its detections.
+    Run detectron2's FCOS (:class:`FCOSBaseline`) on inputs with ``instances`` and return, per
+    image, the positives of its own matching, the candidates of its own pre-NMS selection and its
+    detections.
     """
     images = model.preprocess_image(batched_inputs)
     features = model.backbone(images.tensor)
     features = [features[f] for f in model.head_in_features]
     predictions = model.head(features)
-    pred_logits, pred_deltas, pred_ctr = model._transpose_dense_predictions(
-        predictions, [model.num_classes, 4, 1]
-    )
+    pred_logits, pred_deltas, pred_ctr = model.dense_predictions(predictions)
     anchors = model.anchor_generator(features)
     # forward_inference applies sigmoid_ in place, possibly on views of the raw predictions: give it
     # copies.
@@ -265,7 +264,7 @@ def probe_fcos(model: FCOS, batched_inputs: List[dict]) -> List[ImageProbe]:
         deltas = [x[i] for x in pred_deltas]
         if len(inst) > 0:
             # label_anchors' rule: the best match of each anchor, if any.
-            match_quality, matched = model._match_anchors(inst.gt_boxes, anchors).max(dim=0)
+            match_quality, matched = model.match_anchors(inst.gt_boxes, anchors).max(dim=0)
             pos = match_quality >= 1e-5
         else:
             pos = torch.zeros(len(all_anchors), dtype=torch.bool, device=all_anchors.device)
@@ -275,14 +274,7 @@ def probe_fcos(model: FCOS, batched_inputs: List[dict]) -> List[ImageProbe]:
         ious = matched_pairwise_iou(Boxes(boxes), inst.gt_boxes[pos_gt])
         scores = cat(rank_scores)[pos].gather(1, inst.gt_classes[pos_gt, None]).squeeze(1)
         ones = torch.ones_like(ious)
-        candidates = model._decode_multi_level_predictions(
-            anchors,
-            rank_scores,
-            deltas,
-            model.test_score_thresh,
-            model.test_topk_candidates,
-            image_size,
-        )
+        candidates = model.decode_candidates(anchors, rank_scores, deltas, image_size)
         det = detections[i]
         probes.append(
             ImageProbe(
@@ -308,15 +300,14 @@ def probe_model(model, batched_inputs: List[dict]) -> Tuple[List[ImageProbe], Li
     :func:`probe_dsla` or :func:`probe_fcos`, whichever fits the model; also the names of its
     levels.
     """
-    if isinstance(model, FCOS):
+    if isinstance(model, FCOSBaseline):
         return probe_fcos(model, batched_inputs), list(model.head_in_features)
     pg = getattr(model, "proposal_generator", None)
     if isinstance(pg, DSLAProposalGenerator):
         return probe_dsla(model, batched_inputs), list(pg.in_features)
     raise TypeError(
-        f"Cannot diagnose a {type(model).__name__}: expected detectron2's FCOS (or a subclass) or "
-        "a detector whose "
-        "proposal generator is DSLA"
+        f"Cannot diagnose a {type(model).__name__}: expected detectron2's FCOS as FCOSBaseline or "
+        "a detector whose proposal generator is DSLA"
     )
 
 

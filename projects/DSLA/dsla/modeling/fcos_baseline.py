@@ -3,68 +3,75 @@ detectron2's own FCOS, built from a yacs config, as the baseline DSLA is compare
 
 detectron2 ships FCOS (``modeling/meta_arch/fcos.py``) for LazyConfig only; this file registers it
 in ``META_ARCH_REGISTRY`` as ``"FCOSBaseline"`` with keys under ``cfg.MODEL.FCOS``, so that it
-trains through the same ``train_net.py``, data pipeline and backbone
-(``build_dsla_resnet_fpn_backbone``, P3-P7) as DSLA. Detector, head, label assignment and losses are
-detectron2's, unchanged. Unlike the original FCOS it has no learnable per-level
-scales: detectron2 regresses distances in units of the level's stride instead.
+trains through the same ``train_net.py``, data pipeline and backbone (P3-P7) as DSLA. Detector,
+head, label assignment and losses are detectron2's; two things detectron2 fixes are configurable,
+so that both detectors can be compared on the same assignment geometry: the level ranges
+(``MODEL.FCOS.REGRESS_RANGES``, detectron2's 4-8 x stride by default) and the point offset
+(``MODEL.FCOS.POINT_OFFSET``, detectron2's 0.5 by default). Unlike the original FCOS it has no
+learnable per-level scales: detectron2 regresses distances in units of the level's stride instead.
 """
 
-from torch import nn
+from typing import List, Optional, Sequence, Tuple
 
-from detectron2.config import CfgNode as CN
+import torch
+from torch import Tensor, nn
+
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.meta_arch.fcos import FCOS, FCOSHead
+from detectron2.structures import Boxes, Instances, pairwise_point_box_distance
 
-__all__ = ["FCOSBaseline", "add_fcos_baseline_config"]
-
-
-def add_fcos_baseline_config(cfg):
-    """
-    Add the config keys of the FCOS baseline under ``cfg.MODEL.FCOS``. Defaults are those of
-    detectron2's FCOS (``configs/common/models/fcos.py`` in detectron2's model zoo).
-    """
-    _C = cfg
-    _C.MODEL.FCOS = CN()
-    _C.MODEL.FCOS.NUM_CLASSES = 80
-    _C.MODEL.FCOS.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
-    _C.MODEL.FCOS.NUM_CONVS = 4
-    _C.MODEL.FCOS.HEAD_NORM = "GN"
-    _C.MODEL.FCOS.PRIOR_PROB = 0.01
-    # Initial value of the box-regression bias, i.e. of the initial distances in units of the
-    # stride. detectron2 decodes relu(raw) distances: if the raw outputs all turn negative early in
-    # training (seen with small models trained from scratch), the box branch gets no gradient and
-    # dies. 1.0 starts every box one stride wide on each side, out of that trap. 0.0 is detectron2's
-    # initialization.
-    _C.MODEL.FCOS.BBOX_REG_INIT_BIAS = 0.0
-    _C.MODEL.FCOS.CENTER_SAMPLING_RADIUS = 1.5
-    _C.MODEL.FCOS.FOCAL_LOSS_ALPHA = 0.25
-    _C.MODEL.FCOS.FOCAL_LOSS_GAMMA = 2.0
-    # Inference; the score is sqrt(classification * centerness). Detections per image:
-    # TEST.DETECTIONS_PER_IMAGE.
-    _C.MODEL.FCOS.SCORE_THRESH_TEST = 0.2
-    _C.MODEL.FCOS.TOPK_CANDIDATES_TEST = 1000
-    _C.MODEL.FCOS.NMS_THRESH_TEST = 0.6
+__all__ = ["FCOSBaseline"]
 
 
 @META_ARCH_REGISTRY.register()
 class FCOSBaseline(FCOS):
     """
-    detectron2's :class:`FCOS` with a ``from_config`` (keys under ``cfg.MODEL.FCOS``, see
-    :func:`add_fcos_baseline_config`) and a configurable initial box-regression bias.
+    detectron2's :class:`FCOS` with a ``from_config`` (keys under ``cfg.MODEL.FCOS``), configurable
+    level ranges and point offset, and a configurable initial box-regression bias.
     Losses: ``loss_fcos_cls``, ``loss_fcos_loc``, ``loss_fcos_ctr``.
     """
 
     @configurable
-    def __init__(self, *, bbox_reg_init_bias: float = 0.0, **kwargs):
+    def __init__(
+        self,
+        *,
+        regress_ranges: Optional[Sequence[Tuple[float, float]]] = None,
+        point_offset: float = 0.5,
+        bbox_reg_init_bias: float = 0.0,
+        **kwargs,
+    ):
         """
         Args:
+            regress_ranges: (lo, hi) of each level of ``head_in_features``: a point of that level
+                is positive for a box only when ``lo < max(l, t, r, b) < hi``. None: detectron2's
+                own, 4 and 8 times the stride, the first lo 0 and the last hi +inf.
+            point_offset: points (detectron2's anchor centers) at ``(i + offset) * stride``;
+                detectron2: 0.5.
             bbox_reg_init_bias: initial bias of the head's ``bbox_pred`` conv, i.e. initial
                 distances in units of the stride (detectron2: 0).
             kwargs: the arguments of :class:`FCOS`.
         """
         super().__init__(**kwargs)
         nn.init.constant_(self.head.bbox_pred.bias, bbox_reg_init_bias)
+        strides = [self.backbone.output_shape()[f].stride for f in self.head_in_features]
+        if regress_ranges is None:
+            regress_ranges = [
+                (0.0 if i == 0 else 4.0 * s, float("inf") if i == len(strides) - 1 else 8.0 * s)
+                for i, s in enumerate(strides)
+            ]
+        if len(regress_ranges) != len(strides):
+            raise ValueError(
+                f"FCOS needs one regress range per level of {self.head_in_features}; got "
+                f"{len(regress_ranges)} ranges"
+            )
+        self.register_buffer(
+            "regress_ranges", torch.tensor(regress_ranges, dtype=torch.float32), False
+        )
+        self.anchor_generator = DefaultAnchorGenerator(
+            sizes=[[s] for s in strides], aspect_ratios=[1.0], strides=strides, offset=point_offset
+        )
 
     @classmethod
     def from_config(cls, cfg):
@@ -83,6 +90,8 @@ class FCOSBaseline(FCOS):
             "head": head,
             "head_in_features": cfg.MODEL.FCOS.IN_FEATURES,
             "num_classes": cfg.MODEL.FCOS.NUM_CLASSES,
+            "regress_ranges": [tuple(r) for r in cfg.MODEL.FCOS.REGRESS_RANGES],
+            "point_offset": cfg.MODEL.FCOS.POINT_OFFSET,
             "center_sampling_radius": cfg.MODEL.FCOS.CENTER_SAMPLING_RADIUS,
             "focal_loss_alpha": cfg.MODEL.FCOS.FOCAL_LOSS_ALPHA,
             "focal_loss_gamma": cfg.MODEL.FCOS.FOCAL_LOSS_GAMMA,
@@ -94,3 +103,62 @@ class FCOSBaseline(FCOS):
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "bbox_reg_init_bias": cfg.MODEL.FCOS.BBOX_REG_INIT_BIAS,
         }
+
+    @torch.no_grad()
+    def match_anchors(self, gt_boxes: Boxes, anchors: List[Boxes]) -> Tensor:
+        """
+        detectron2's FCOS matching (``FCOS._match_anchors``) with this model's level ranges: a
+        point matches a box when it is inside it, within ``center_sampling_radius`` strides of its
+        center, and ``lo < max(l, t, r, b) < hi`` of its level; among matches, the smallest box.
+
+        Args:
+            gt_boxes: the M ground-truth boxes of an image.
+            anchors: one Boxes per level, squares of the stride's size around the points.
+
+        Returns:
+            Tensor[M, R]: match quality, ``1e8 - area`` of the box where matched, 0 elsewhere.
+        """
+        num_per_level = [len(a) for a in anchors]
+        anchors = Boxes.cat(anchors)
+        centers = anchors.get_centers()  # [R, 2]
+        sizes = anchors.tensor[:, 2] - anchors.tensor[:, 0]  # [R]: the strides
+        ranges = self.regress_ranges.to(sizes.device).repeat_interleave(
+            torch.tensor(num_per_level, device=sizes.device), dim=0
+        )  # [R, 2]
+
+        center_dists = (centers[None, :, :] - gt_boxes.get_centers()[:, None, :]).abs_()
+        matched = center_dists.max(dim=2).values < self.center_sampling_radius * sizes[None, :]
+        distances = pairwise_point_box_distance(centers, gt_boxes).permute(1, 0, 2)  # [M, R, 4]
+        matched &= distances.min(dim=2).values > 0
+        max_dist = distances.max(dim=2).values
+        matched &= (max_dist > ranges[None, :, 0]) & (max_dist < ranges[None, :, 1])
+        return matched.to(torch.float32) * (1e8 - gt_boxes.area()[:, None])
+
+    # detectron2's label_anchors calls the private name.
+    _match_anchors = match_anchors
+
+    def dense_predictions(self, predictions: List[List[Tensor]]) -> List[List[Tensor]]:
+        """
+        The head's outputs ``[logits, box deltas, centerness]`` (each one Tensor[N, C, Hi, Wi] per
+        level) as detectron2's FCOS uses them: each one Tensor[N, Hi*Wi, C] per level.
+        """
+        return self._transpose_dense_predictions(predictions, [self.num_classes, 4, 1])
+
+    def decode_candidates(
+        self,
+        anchors: List[Boxes],
+        scores: List[Tensor],
+        deltas: List[Tensor],
+        image_size: Tuple[int, int],
+    ) -> Instances:
+        """
+        The pre-NMS candidates of one image, as detectron2's inference selects them (per level the
+        top-k scores above the threshold, decoded and clipped).
+
+        Args:
+            anchors: one Boxes per level; scores: one Tensor[Hi*Wi, K] per level (the ranking
+                score); deltas: one Tensor[Hi*Wi, 4] per level.
+        """
+        return self._decode_multi_level_predictions(
+            anchors, scores, deltas, self.test_score_thresh, self.test_topk_candidates, image_size
+        )
