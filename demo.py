@@ -27,7 +27,7 @@ from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from dsla import get_dsla_cfg
-from dsla.data import add_register_coco_argument, dataset_classes, register_coco_datasets
+from dsla.data import add_dataset_arguments, dataset_classes, register_datasets_from_args
 from dsla.engine import add_require_gpu_argument
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -52,7 +52,7 @@ def get_parser():
     parser.add_argument(
         "--dataset", help="dataset whose class names to use (default: first of DATASETS.TEST)"
     )
-    add_register_coco_argument(parser)
+    add_dataset_arguments(parser)
     add_require_gpu_argument(parser)
     parser.add_argument(
         "--opts", default=[], nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs"
@@ -157,7 +157,7 @@ def main(argv=None):
     setup_logger(name="dsla")
     if not args.input and not args.video_input:
         raise SystemExit("give --input or --video-input")
-    register_coco_datasets(args.register_coco)
+    register_datasets_from_args(args)
     cfg = setup_cfg(args)
     dataset = args.dataset or (cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused")
     metadata = MetadataCatalog.get(dataset)

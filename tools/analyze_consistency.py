@@ -44,7 +44,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 from dsla import get_dsla_cfg
-from dsla.data import add_register_coco_argument, register_coco_datasets
+from dsla.data import add_dataset_arguments, register_datasets_from_args
 from dsla.evaluation import ScoreIoUEvaluator, load_score_iou_pairs, summarize_score_iou
 from dsla.evaluation.score_iou import PAIRS_FILE_NAME
 
@@ -141,7 +141,7 @@ def main(args):
         raise SystemExit("give at least one --model or --pairs")
     if args.model and not args.dataset:
         raise SystemExit("--model needs --dataset")
-    register_coco_datasets(args.register_coco)
+    register_datasets_from_args(args)
     os.makedirs(args.output, exist_ok=True)
 
     pair_files = {}
@@ -214,7 +214,7 @@ def argument_parser():
         help="the score_iou_pairs.npz of an earlier run, instead of running a model (repeatable)",
     )
     parser.add_argument("--dataset", help="registered dataset to run the models on")
-    add_register_coco_argument(parser)
+    add_dataset_arguments(parser)
     parser.add_argument(
         "--output", required=True, help="directory for the plots, summary.json and pairs"
     )

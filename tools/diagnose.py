@@ -21,7 +21,7 @@ import logging
 from detectron2.utils.logger import setup_logger
 
 from dsla.analysis import DEFAULT_SIDE_EDGES, run_diagnosis, write_diagnosis
-from dsla.data import add_register_coco_argument, register_coco_datasets
+from dsla.data import add_dataset_arguments, register_datasets_from_args
 
 logger = logging.getLogger("dsla")
 
@@ -37,7 +37,7 @@ def argument_parser():
     parser.add_argument(
         "--dataset", required=True, help="registered dataset, e.g. shapes_val or shapes_train"
     )
-    add_register_coco_argument(parser)
+    add_dataset_arguments(parser)
     parser.add_argument(
         "--num-images", type=int, default=64, help="the first N images of the dataset"
     )
@@ -57,7 +57,7 @@ def argument_parser():
 
 
 def main(args):
-    register_coco_datasets(args.register_coco)
+    register_datasets_from_args(args)
     report = run_diagnosis(
         args.config_file,
         args.weights,

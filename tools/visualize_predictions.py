@@ -19,7 +19,7 @@ import logging
 from detectron2.utils.logger import setup_logger
 
 from dsla import get_dsla_cfg
-from dsla.data import add_register_coco_argument, register_coco_datasets
+from dsla.data import add_dataset_arguments, register_datasets_from_args
 from dsla.engine import add_require_gpu_argument
 from dsla.visualization import visualize_predictions
 
@@ -39,7 +39,7 @@ def get_parser():
         "--num-images", type=int, default=24, help="how many images, from the start of the dataset"
     )
     parser.add_argument("--confidence-threshold", type=float, default=0.3)
-    add_register_coco_argument(parser)
+    add_dataset_arguments(parser)
     add_require_gpu_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     return parser
@@ -48,7 +48,7 @@ def get_parser():
 def main(argv=None):
     args = get_parser().parse_args(argv)
     setup_logger(name="dsla")
-    register_coco_datasets(args.register_coco)
+    register_datasets_from_args(args)
     cfg = get_dsla_cfg(args.config_file, args.opts, freeze=True, require_gpu=args.require_gpu)
     dataset = args.dataset or cfg.DATASETS.TEST[0]
     paths, sheet = visualize_predictions(
