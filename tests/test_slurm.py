@@ -17,6 +17,7 @@ import submitit
 import torch
 
 from dsla.engine import slurm
+from tools import train_slurm
 
 from conftest import REPO_ROOT, shapes_env
 
@@ -149,6 +150,14 @@ def test_job_arguments_become_the_sbatch_script_and_the_training_is_pickled(fake
     with open(job.paths.submitted_pickle, "rb") as f:
         training = pickle.load(f).function
     assert isinstance(training, slurm.TrainingJob) and training.args.opts == args.opts
+
+
+def test_train_slurm_submits_a_lazyconfig_with_its_logs_in_train_output_dir(fake_slurm, tmp_path):
+    lazy = os.path.join(REPO_ROOT, "configs/DSLA/dsla_quickstart_shapes.py")
+    out = tmp_path / "lazy_out"
+    job = train_slurm.main(["--time", "60", "--config-file", lazy, f"train.output_dir={out}"])
+    assert job.job_id == "4242" and job.paths.folder == out / "submitit"
+    assert "#SBATCH --ntasks-per-node=1" in job.paths.submission_file.read_text()
 
 
 def test_a_config_that_does_not_load_fails_at_submission_not_in_the_queue(fake_slurm, tmp_path):
