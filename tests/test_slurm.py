@@ -276,10 +276,10 @@ def _tasks_of(job):
         return [int(p) for p in f.read().split()]
 
 
-def _wait_for(condition, deadline):
+def _wait_for(condition, deadline, what):
     while not condition():
         if time.monotonic() > deadline:
-            raise TimeoutError
+            raise TimeoutError(f"no {what} within {TIMEOUT_S} s")
         time.sleep(0.05)
 
 
@@ -323,12 +323,13 @@ def test_preempted_local_job_is_requeued_resumes_from_its_checkpoint_and_finishe
     job = slurm.submit(args)
     deadline = time.monotonic() + TIMEOUT_S
     try:
-        _wait_for(lambda: (out / "last_checkpoint").exists() or job.done(), deadline)
-        assert not (out / "model_final.pth").exists(), "finished before it could be preempted"
+        _wait_for(lambda: (out / "last_checkpoint").exists() or job.done(), deadline, "checkpoint")
+        # Neither failed before its first checkpoint nor finished before it could be preempted.
+        assert not job.done(), (job.task(0).stderr() or "")[-5000:]
         # What SLURM does on preemption: submitit's signal to every task of the job.
         for pid in _tasks_of(job):
             os.kill(pid, signal.Signals["SIG" + submitit.JobEnvironment.USR_SIG])
-        _wait_for(job.done, deadline)
+        _wait_for(job.done, deadline, "end of the job")
     finally:
         if not job.done():
             job.cancel()
