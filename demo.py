@@ -29,6 +29,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 from dsla import get_dsla_cfg
 from dsla.data import add_dataset_arguments, dataset_classes, register_datasets_from_args
 from dsla.engine import add_require_gpu_argument
+from dsla.tiled_inference import TiledPredictor
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger("dsla.demo")
@@ -51,6 +52,21 @@ def get_parser():
     )
     parser.add_argument(
         "--dataset", help="dataset whose class names to use (default: first of DATASETS.TEST)"
+    )
+    parser.add_argument(
+        "--tile",
+        type=int,
+        default=0,
+        metavar="SIZE",
+        help="run on overlapping tiles of SIZE pixels and merge them (large images such as "
+        "aerial orthophotos; e.g. the training tiles' size); 0: the whole image at once",
+    )
+    parser.add_argument(
+        "--tile-overlap",
+        type=int,
+        default=None,
+        metavar="PIXELS",
+        help="pixels shared by neighbouring tiles, at least the largest object (default: SIZE/4)",
     )
     add_dataset_arguments(parser)
     add_require_gpu_argument(parser)
@@ -166,6 +182,8 @@ def main(argv=None):
         # instead.
         metadata.thing_classes = dataset_classes(dataset)
     predictor = DefaultPredictor(cfg)
+    if args.tile:
+        predictor = TiledPredictor.from_config(predictor.model, cfg, args.tile, args.tile_overlap)
     if args.input:
         run_on_images(predictor, metadata, expand_inputs(args.input), args)
     if args.video_input:

@@ -60,6 +60,21 @@ def write_coco_dataset(root, num_images=4, size=(96, 128), num_classes=2, seed=0
     return json_path, image_root
 
 
+def write_voc_xml(path, filename, size, objects):
+    """A VOC annotation: ``objects`` of (name, xmin, ymin, xmax, ymax)."""
+    width, height = size
+    body = "".join(
+        f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x0}</xmin>"
+        f"<ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
+        for name, x0, y0, x1, y1 in objects
+    )
+    with open(path, "w") as f:
+        f.write(
+            f"<annotation><filename>{filename}</filename><size><width>{width}</width>"
+            f"<height>{height}</height><depth>3</depth></size>{body}</annotation>"
+        )
+
+
 SMALL_SHAPES = {"num_train": 16, "num_val": 4}
 
 

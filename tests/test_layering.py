@@ -13,7 +13,16 @@ PACKAGE_ROOT = os.path.join(REPO_ROOT, "projects", "DSLA")
 # Sub-packages and modules of `dsla` by layer: each may import its own layer and those below.
 LAYERS = [
     {"utils", "config", "layers", "label_assignment", "losses"},
-    {"modeling", "data", "evaluation", "solver", "checkpoint", "export", "visualization"},
+    {
+        "modeling",
+        "data",
+        "evaluation",
+        "solver",
+        "checkpoint",
+        "export",
+        "visualization",
+        "tiled_inference",
+    },
     {"engine", "model_zoo"},
     # Research tooling: the detector a user imports does not depend on it.
     {"analysis", "study"},

@@ -1,7 +1,7 @@
 """
 The quick-start config gives every object it can see enough positive points: its level ranges,
 center sampling and point offset are chosen for 160-pixel inputs, not copied from COCO's 800-pixel
-ones (see the README's "Does DSLA beat FCOS here?"). With COCO's ranges divided by 4 and points at
+ones (see docs/study.md). With COCO's ranges divided by 4 and points at
 offset 0, one box in eleven of 32 px and more got no positive point at all, and the median box
 three.
 """

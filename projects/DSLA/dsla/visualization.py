@@ -20,7 +20,13 @@ from detectron2.engine import DefaultPredictor
 from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils.visualizer import Visualizer
 
-__all__ = ["contact_sheet", "draw_ground_truth_and_detections", "enlarge", "visualize_predictions"]
+__all__ = [
+    "contact_sheet",
+    "draw_boxes",
+    "draw_ground_truth_and_detections",
+    "enlarge",
+    "visualize_predictions",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +140,36 @@ def draw_ground_truth_and_detections(
     right = _with_title(pred.get_image(), f"detections (score >= {threshold:g})")
     bar = np.full((left.shape[0], _GAP, 3), _WHITE, dtype=np.uint8)
     return np.concatenate([left, bar, right], axis=1)
+
+
+def draw_boxes(
+    image: np.ndarray, detections: Instances, threshold: float, max_width: int = 0
+) -> np.ndarray:
+    """
+    The detections scoring at least ``threshold`` as thin boxes, without labels, for images with
+    too many objects for detectron2's ``Visualizer`` (a whole orthophoto holds hundreds): green
+    from yellow (``threshold``) to green (score 1).
+
+    Args:
+        image: ``[H, W, 3]`` uint8, BGR.
+        detections: ``pred_boxes`` and ``scores`` in ``image``'s pixels.
+        max_width: shrink the result to this width (0: as it is).
+
+    Returns:
+        BGR ``[H', W', 3]`` uint8.
+    """
+    drawn = image.copy()
+    kept = detections[detections.scores >= threshold]
+    thickness = max(1, round(min(image.shape[:2]) / 600))
+    for box, score in zip(kept.pred_boxes.tensor.tolist(), kept.scores.tolist()):
+        t = (score - threshold) / max(1 - threshold, 1e-6)
+        color = (0, 255, round(255 * (1 - t)))
+        x0, y0, x1, y1 = (round(v) for v in box)
+        cv2.rectangle(drawn, (x0, y0), (x1, y1), color, thickness, cv2.LINE_AA)
+    if max_width and drawn.shape[1] > max_width:
+        height = round(drawn.shape[0] * max_width / drawn.shape[1])
+        drawn = cv2.resize(drawn, (max_width, height), interpolation=cv2.INTER_AREA)
+    return drawn
 
 
 def contact_sheet(

@@ -93,7 +93,7 @@ BUILTIN_VARIANTS: Tuple[Variant, ...] = (
     Variant("dsla-iou-only", _DSLA, (("MODEL.DSLA.IOU_ONLY", True),)),
     Variant("dsla-no-relaxation", _DSLA, (("MODEL.DSLA.INTERVAL_RELAXATION", 0.0),)),
     Variant("dsla-no-core-zone", _DSLA, (("MODEL.DSLA.CORE_ZONE", False),)),
-    # Where the positives are (see the README's "Does DSLA beat FCOS here?"): the authors' R-50
+    # Where the positives are (see docs/study.md): the authors' R-50
     # assignment (no center sampling, points at offset 0) on the quick-start ranges; the quick start
     # before the study (COCO's ranges divided by 4, no center sampling, offset 0); and COCO's
     # ranges, which detectron2's FCOS has built in.
