@@ -59,6 +59,7 @@ def add_dsla_config(cfg):
     _C.MODEL.DSLA.NMS_THRESH_TEST = 0.6
 
     _add_fcos_config(cfg)
+    _add_input_config(cfg)
     _add_backbone_config(cfg)
     _add_solver_config(cfg)
     _add_test_config(cfg)
@@ -102,6 +103,17 @@ def _add_fcos_config(cfg):
     _C.MODEL.FCOS.SCORE_THRESH_TEST = 0.2
     _C.MODEL.FCOS.TOPK_CANDIDATES_TEST = 1000
     _C.MODEL.FCOS.NMS_THRESH_TEST = 0.6
+
+
+def _add_input_config(cfg):
+    """
+    Training augmentations beside detectron2's resize and ``INPUT.RANDOM_FLIP``, for overhead
+    imagery (aerial photos), where no direction is special (:mod:`dsla.data.transforms`).
+    """
+    cfg.INPUT.VERTICAL_FLIP = False  # a vertical flip with probability 0.5
+    cfg.INPUT.RANDOM_ROTATE_90 = False  # a quarter turn by 0, 90, 180 or 270 degrees
+    # Brightness, contrast and saturation each scaled by a factor in [1 - x, 1 + x]; 0: none.
+    cfg.INPUT.COLOR_JITTER = 0.0
 
 
 def _add_backbone_config(cfg):

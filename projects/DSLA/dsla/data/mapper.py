@@ -6,6 +6,7 @@ from detectron2.data import DatasetMapper
 from detectron2.structures import BoxMode
 
 from .coco import model_num_classes
+from .transforms import overhead_augmentations
 
 __all__ = ["DSLADatasetMapper"]
 
@@ -34,6 +35,10 @@ class DSLADatasetMapper(DatasetMapper):
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
         ret["num_classes"] = model_num_classes(cfg)[1]
+        if is_train:
+            ret["augmentations"] += overhead_augmentations(
+                cfg.INPUT.VERTICAL_FLIP, cfg.INPUT.RANDOM_ROTATE_90, cfg.INPUT.COLOR_JITTER
+            )
         return ret
 
     def __call__(self, dataset_dict):
