@@ -33,10 +33,11 @@ from dsla.study import (
     plan_runs,
     render_markdown,
     run_study,
+    study_dataset,
     variants_from_args,
 )
 
-from conftest import shapes_env, write_coco_dataset
+from conftest import load_config, shapes_env, write_coco_dataset
 
 BUILTINS = {v.name: v for v in BUILTIN_VARIANTS}
 # Tiny runs: 64-pixel inputs, batch 2, no loader workers.
@@ -65,6 +66,7 @@ def test_builtin_variants_are_fcos_dsla_and_each_ablation_with_one_change():
     assert list(BUILTINS) == [
         "fcos",
         "dsla",
+        "fcos-dsla-ranges",
         "dsla-no-coupling",
         "dsla-iou-only",
         "dsla-no-relaxation",
@@ -86,6 +88,47 @@ def test_builtin_variants_are_fcos_dsla_and_each_ablation_with_one_change():
     )
     ranges = dict(BUILTINS["dsla-fcos-ranges"].opts)["MODEL.DSLA.REGRESS_RANGES"]
     assert ranges[0] == [0.0, 64.0] and ranges[-1] == [512.0, math.inf]
+
+
+def test_equal_footing_variant_gives_fcos_the_ranges_dsla_ships_with():
+    fcos = BUILTINS["fcos-dsla-ranges"]
+    fcos_cfg = load_config("configs/" + fcos.config_file, fcos.flat_opts())
+    for dsla_config in ("dsla_quickstart_shapes.yaml", "dsla_mobilenet_v2_trees.yaml"):
+        dsla_cfg = load_config(f"configs/DSLA/{dsla_config}")
+        assert fcos_cfg.MODEL.FCOS.REGRESS_RANGES == dsla_cfg.MODEL.DSLA.REGRESS_RANGES
+        assert (
+            fcos_cfg.MODEL.FCOS.CENTER_SAMPLING_RADIUS == dsla_cfg.MODEL.DSLA.CENTER_SAMPLING_RADIUS
+        )
+        assert fcos_cfg.MODEL.FCOS.POINT_OFFSET == dsla_cfg.MODEL.DSLA.POINT_OFFSET
+    assert load_config("configs/" + BUILTINS["fcos"].config_file).MODEL.FCOS.REGRESS_RANGES[0] == [
+        0,
+        64,
+    ]
+
+
+def test_the_trees_dataset_trains_each_variant_on_the_real_images_config(tmp_path):
+    trees = study_dataset("trees")
+    assert (trees.train, trees.test) == ("neon_trees_train", "neon_trees_val")
+    runs = plan_runs(
+        [trees], [BUILTINS["dsla-no-coupling"], BUILTINS["fcos-dsla-ranges"]], [1], 7, str(tmp_path)
+    )
+    dsla, fcos = (run.build_cfg() for run in runs)
+    assert runs[0].config_file == "DSLA/dsla_mobilenet_v2_trees.yaml"
+    assert runs[1].config_file == "FCOS-Baseline/fcos_mobilenet_v2_trees.yaml"
+    assert (
+        dsla.MODEL.BACKBONE.NAME
+        == fcos.MODEL.BACKBONE.NAME
+        == "build_dsla_mobilenet_v2_fpn_backbone"
+    )
+    assert dsla.MODEL.DSLA.IOU_COUPLING is False and fcos.MODEL.FCOS.REGRESS_RANGES[0] == [
+        0.0,
+        32.0,
+    ]
+    assert dsla.SOLVER.MAX_ITER == fcos.SOLVER.MAX_ITER == 7
+    assert runs[0].record()["config_file"] == "DSLA/dsla_mobilenet_v2_trees.yaml"
+    other = Variant("other", "DSLA/dsla_R_50_FPN_1x.yaml")
+    with pytest.raises(ValueError, match="none for variants based on"):
+        plan_runs([trees], [other], [1], 7, str(tmp_path))
 
 
 def test_variant_from_the_command_line_keeps_its_base_and_reads_lists_and_yaml_inf():
@@ -241,7 +284,7 @@ def test_a_mistyped_override_fails_when_planned_not_after_hours_of_training(shap
 
 
 def _write_result(
-    out, dataset, variant, seed, ap, pearson, iters=100, minutes=2.0, before_nms=None
+    out, dataset, variant, seed, ap, pearson, iters=100, minutes=2.0, before_nms=None, ap75=None
 ):
     run_dir = out / dataset / variant / f"seed{seed}"
     run_dir.mkdir(parents=True)
@@ -255,6 +298,8 @@ def _write_result(
         "score_iou/spearman": 0.5,
         "score_iou/gt_top_score_not_best_iou": 0.25,
     }
+    if ap75 is not None:
+        metrics["bbox/AP75"] = ap75
     if (
         before_nms is not None
     ):  # (spearman, top-score-not-best fraction, pair concordance) with NMS disabled
@@ -305,7 +350,9 @@ def test_results_aggregate_to_mean_and_sample_std_over_seeds(tmp_path):
 
 def test_markdown_has_a_table_per_dataset_with_mean_std_and_the_machine(tmp_path):
     for seed, ap, before_nms in zip((1, 2), (40.0, 44.0), ((0.6, 0.3, 0.6), (0.4, 0.5, 0.7))):
-        _write_result(tmp_path, "shapes", "dsla", seed, ap, 0.75, before_nms=before_nms)
+        _write_result(
+            tmp_path, "shapes", "dsla", seed, ap, 0.75, before_nms=before_nms, ap75=ap - 5
+        )
     _write_result(tmp_path, "shapes", "fcos", 1, 50.0, math.nan)
     results = collect_results(str(tmp_path))
     markdown = render_markdown(
@@ -319,21 +366,25 @@ def test_markdown_has_a_table_per_dataset_with_mean_std_and_the_machine(tmp_path
     lines = markdown.splitlines()
     header = lines.index("## shapes") + 2
     assert lines[header] == (
-        "| variant | seeds | AP | AP50 | APs | APm | APl | spearman | top-score not best-localized "
+        "| variant | seeds | AP | AP50 | AP75 | APs | APm | APl | spearman | top-score not "
+        "best-localized "
         "| "
         "spearman before NMS | top-score not best-localized before NMS | pair concordance before "
         "NMS | train min |"
     )
-    assert lines[header + 1] == "|" + "---|" * 13
+    assert lines[header + 1] == "|" + "---|" * 14
     # A run of an earlier version of the study, without the figures before NMS: n/a, not 0.
     assert lines[header + 2] == (
-        "| `fcos` | 1 | 50.0 | 70.0 | 40.0 | 50.0 | 55.0 | 0.500 | 0.250 | n/a | n/a | n/a | 2.0 |"
+        "| `fcos` | 1 | 50.0 | 70.0 | n/a | 40.0 | 50.0 | 55.0 | 0.500 | 0.250 | n/a | n/a | n/a | "
+        "2.0 |"
     )
     assert (
         "| 0.500 ± 0.000 | 0.250 ± 0.000 | 0.500 ± 0.141 | 0.400 ± 0.141 | 0.650 ± 0.071 | 2.0 ± "
         "0.0 |" in (lines[header + 3])
     )
-    assert lines[header + 3].startswith("| `dsla` | 2 | 42.0 ± 2.8 | 62.0 ± 2.8 | 32.0 ± 2.8 |")
+    assert lines[header + 3].startswith(
+        "| `dsla` | 2 | 42.0 ± 2.8 | 62.0 ± 2.8 | 37.0 ± 2.8 | 32.0 ± 2.8 |"
+    )
     assert "- `dsla`: `DSLA/dsla_quickstart_shapes.yaml` with `MODEL.DSLA.IOU_ONLY True`" in lines
     assert "- Linux-test, 2 CPUs, torch 2.x, device cpu" in lines
     assert "- training and evaluation, all runs above: 6.0 minutes" in lines

@@ -6,6 +6,7 @@ across invocations; reported as mean ± std over seeds in ``study.md``, ``study.
 """
 
 from .cli import argument_parser, datasets_from_args, main, run_study, variants_from_args
+from .datasets import TREES, study_dataset
 from .report import (
     aggregate,
     collect_results,
@@ -48,6 +49,7 @@ __all__ = [
     "RunFailed",
     "StudyDataset",
     "StudyRun",
+    "TREES",
     "Variant",
     "add_before_nms",
     "aggregate",
@@ -72,6 +74,7 @@ __all__ = [
     "resolve_config_file",
     "run_in_subprocess",
     "run_study",
+    "study_dataset",
     "train_run",
     "variants_from_args",
     "write_report",

@@ -13,6 +13,7 @@ import torch
 from detectron2.utils.logger import setup_logger
 
 from ..data import add_register_coco_argument
+from .datasets import study_dataset
 from .report import write_report
 from .runs import StudyDataset, execute_runs, plan_runs
 from .variants import (
@@ -55,9 +56,9 @@ def argument_parser() -> argparse.ArgumentParser:
         "--datasets",
         type=_comma_list,
         default=None,
-        help="comma-separated dataset families FAMILY, each the registered FAMILY_train / "
-        "FAMILY_val "
-        "(default: shapes, unless --dataset-pair is given)",
+        help="comma-separated datasets: 'trees' (the real aerial tree crowns with the real-images "
+        "configs) or families FAMILY, each the registered FAMILY_train / FAMILY_val with the "
+        "quick-start configs (default: shapes, unless --dataset-pair is given)",
     )
     parser.add_argument(
         "--dataset-pair",
@@ -138,7 +139,7 @@ def datasets_from_args(args) -> List[StudyDataset]:
     families = (
         args.datasets if args.datasets is not None else ([] if args.dataset_pair else ["shapes"])
     )
-    datasets = [StudyDataset.family(name, sizes.get(name)) for name in families]
+    datasets = [study_dataset(name, sizes.get(name)) for name in families]
     datasets += [
         StudyDataset(name, train, val, sizes.get(name)) for name, train, val in args.dataset_pair
     ]

@@ -35,6 +35,7 @@ __all__ = [
 COLUMNS: Tuple[Tuple[str, str, int], ...] = (
     ("AP", "bbox/AP", 1),
     ("AP50", "bbox/AP50", 1),
+    ("AP75", "bbox/AP75", 1),
     ("APs", "bbox/APs", 1),
     ("APm", "bbox/APm", 1),
     ("APl", "bbox/APl", 1),
@@ -51,7 +52,6 @@ COLUMNS: Tuple[Tuple[str, str, int], ...] = (
 )
 # Summarized in study.json as well, though not in the table.
 EXTRA_KEYS = (
-    "bbox/AP75",
     "score_iou/mean_iou_top10",
     "score_iou/mean_iou_top100",
     "score_iou/pearson",
@@ -233,12 +233,13 @@ def _grouped_bars(ax, summary, key, title):
 
 
 def plot_study(summary: Dict[str, Dict[str, Any]], output_dir: str) -> List[str]:
-    """``study_ap.png`` (box AP) and ``study_consistency.png`` (Spearman's rho and the fraction of
-    ground truths whose top-scored detection is not the best-localized, of the detections and before
-    NMS), one bar per variant and dataset, error bars one std."""
+    """``study_ap.png`` (box AP, AP50, AP75) and ``study_consistency.png`` (Spearman's rho and the
+    fraction of ground truths whose top-scored detection is not the best-localized, of the
+    detections and before NMS), one bar per variant and dataset, error bars one std."""
     paths = []
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    _grouped_bars(ax, summary, "bbox/AP", "box AP (mean ± std over seeds)")
+    fig, axes = plt.subplots(3, 1, figsize=(10, 13))
+    for ax, (key, title) in zip(axes, (("AP", "box AP"), ("AP50", "AP50"), ("AP75", "AP75"))):
+        _grouped_bars(ax, summary, f"bbox/{key}", f"{title} (mean ± std over seeds)")
     fig.tight_layout()
     paths.append(os.path.join(output_dir, "study_ap.png"))
     fig.savefig(paths[-1], dpi=120)

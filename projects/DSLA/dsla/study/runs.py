@@ -71,14 +71,30 @@ class StudyDataset:
     """
     A train/validation pair of registered datasets, labelled ``name`` in the study's output.
     ``input_size`` (shorter side, longest side) replaces the config's input sizes for this dataset.
-    Each run's process registers its datasets anew: they must be registered by importing ``dsla``
-    (as the synthetic ones are) or be given as ``register_coco`` to :func:`plan_runs`.
+    ``configs`` replaces a variant's base config by this dataset's own (e.g. the quick-start
+    configs by the real-images configs with their ImageNet backbone and recipe); the variant's
+    overrides still apply. Each run's process registers its datasets anew: they must be registered
+    by importing ``dsla`` (as the built-in ones are) or be given as ``register_coco`` to
+    :func:`plan_runs`.
     """
 
     name: str
     train: str
     test: str
     input_size: Optional[Tuple[int, int]] = None
+    configs: Tuple[Tuple[str, str], ...] = ()
+
+    def config_file(self, variant_config: str) -> str:
+        """The config a variant based on ``variant_config`` trains on this dataset."""
+        if not self.configs:
+            return variant_config
+        mapping = dict(self.configs)
+        if variant_config not in mapping:
+            raise ValueError(
+                f"Dataset {self.name!r} trains its own configs {sorted(mapping.values())}; it has "
+                f"none for variants based on {variant_config!r} (known bases: {sorted(mapping)})"
+            )
+        return mapping[variant_config]
 
     @classmethod
     def family(cls, name: str, input_size: Optional[Tuple[int, int]] = None) -> "StudyDataset":
@@ -127,6 +143,11 @@ class StudyRun:
         return os.path.join(self.output_dir, RESULT_FILE_NAME)
 
     @property
+    def config_file(self) -> str:
+        """The config file this run trains: the variant's, or the dataset's own for it."""
+        return self.dataset.config_file(self.variant.config_file)
+
+    @property
     def label(self) -> str:
         return f"{self.dataset.name}/{self.variant.name}/seed{self.seed}"
 
@@ -143,7 +164,7 @@ class StudyRun:
         ]
 
     def build_cfg(self):
-        return get_dsla_cfg(resolve_config_file(self.variant.config_file), self.config_opts())
+        return get_dsla_cfg(resolve_config_file(self.config_file), self.config_opts())
 
     def record(self) -> Dict[str, Any]:
         """What identifies this run in its ``result.json``: a stored run is reused only if these
@@ -157,7 +178,7 @@ class StudyRun:
                     "variant": self.variant.name,
                     "seed": self.seed,
                     "iterations": self.iters,
-                    "config_file": self.variant.config_file,
+                    "config_file": self.config_file,
                     "variant_overrides": [list(pair) for pair in self.variant.opts],
                     "overrides": [list(pair) for pair in self.opts],
                 }
@@ -195,7 +216,7 @@ def plan_runs(
         for dataset in datasets:
             for variant in variants:
                 variant_cfg = get_dsla_cfg(
-                    resolve_config_file(variant.config_file),
+                    resolve_config_file(dataset.config_file(variant.config_file)),
                     [*variant.flat_opts(), "MODEL.DEVICE", device],
                 )
                 num_classes_key, _ = model_num_classes(variant_cfg)
@@ -267,7 +288,7 @@ def train_run(run: StudyRun) -> Dict[str, Any]:
     # stay Python values rather than text, so that e.g. an infinite level range reaches the config
     # as it is.
     args = default_argument_parser().parse_args(
-        ["--config-file", resolve_config_file(run.variant.config_file)]
+        ["--config-file", resolve_config_file(run.config_file)]
     )
     args.opts = run.config_opts()
     cfg = setup(args)
@@ -310,7 +331,7 @@ def evaluate_before_nms(run: StudyRun) -> Dict[str, float]:
         + [item for pair in BEFORE_NMS_OVERRIDES for item in pair]
         + ["MODEL.WEIGHTS", weights]
     )
-    cfg = get_dsla_cfg(resolve_config_file(run.variant.config_file), opts, freeze=True)
+    cfg = get_dsla_cfg(resolve_config_file(run.config_file), opts, freeze=True)
     model = Trainer.build_model(cfg)
     DetectionCheckpointer(model).load(weights)
     evaluator = ScoreIoUEvaluator(

@@ -18,6 +18,8 @@ from ..model_zoo import get_config_file
 
 __all__ = [
     "BUILTIN_VARIANTS",
+    "DSLA_BASE",
+    "FCOS_BASE",
     "Variant",
     "format_override_value",
     "load_variant_spec",
@@ -71,11 +73,13 @@ class Variant:
         return [item for pair in self.opts for item in pair]
 
 
-_DSLA = "DSLA/dsla_quickstart_shapes.yaml"
+DSLA_BASE = _DSLA = "DSLA/dsla_quickstart_shapes.yaml"
 # detectron2's FCOS: the quick-start backbone, data and schedule with FCOS's own defaults (COCO
 # level ranges, center sampling 1.5, points at the cell centers).
-_FCOS = "FCOS-Baseline/fcos_quickstart_shapes.yaml"
+FCOS_BASE = _FCOS = "FCOS-Baseline/fcos_quickstart_shapes.yaml"
 _COCO_RANGES = [[0.0, 64.0], [64.0, 128.0], [128.0, 256.0], [256.0, 512.0], [512.0, float("inf")]]
+# The quick start's (and the real-images configs') DSLA ranges: COCO's halved.
+_DSLA_RANGES = [[0.0, 32.0], [32.0, 64.0], [64.0, 128.0], [128.0, 256.0], [256.0, float("inf")]]
 _QUARTER_COCO_RANGES = [
     [0.0, 16.0],
     [16.0, 32.0],
@@ -87,6 +91,9 @@ _QUARTER_COCO_RANGES = [
 BUILTIN_VARIANTS: Tuple[Variant, ...] = (
     Variant("fcos", _FCOS),
     Variant("dsla", _DSLA),
+    # The two label assignments on equal footing: detectron2's FCOS at DSLA's ranges (both with
+    # center sampling 1.5 and points at offset 0.5, as both configs have them).
+    Variant("fcos-dsla-ranges", _FCOS, (("MODEL.FCOS.REGRESS_RANGES", _DSLA_RANGES),)),
     # The paper's ablations (docs/method.md, "The label"): y_d = y_s without IoU, y_d = IoU, gamma =
     # 0, no core zone.
     Variant("dsla-no-coupling", _DSLA, (("MODEL.DSLA.IOU_COUPLING", False),)),
