@@ -89,20 +89,22 @@ def test_host_sync_calls_are_the_blocking_runtime_calls():
 
 def test_sync_sites_are_dsla_lines_and_the_loss_path_is_told_apart(tmp_path):
     package = str(tmp_path / "dsla")
+    generator = os.path.join(package, "modeling", "proposal_generator.py")
+    losses = os.path.join(package, "losses.py")
+    head = os.path.join(package, "modeling", "head.py")
 
     def stack(*frames):
-        return [traceback.FrameSummary(f, line, "f") for f, line in (("bench.py", 1), *frames)]
+        return [traceback.FrameSummary(f, line, name) for f, line, name in frames]
 
-    losses = os.path.join(package, "losses.py")
-    generator = os.path.join(package, "modeling", "proposal_generator.py")
-    head = os.path.join(package, "modeling", "head.py")
-    torch_file = "/site/torch/functional.py"
+    forward = ("bench.py", 1, "main"), (generator, 100, "forward")
     stacks = [
-        stack((generator, 20), (losses, 10)),
-        stack((generator, 20), (losses, 10)),
-        stack((generator, 30), (torch_file, 99)),  # called from the loss path, made in torch
-        stack((head, 5)),
-        stack(("/site/detectron2/structures/instances.py", 7)),
+        stack(*forward, (generator, 20, "losses"), (losses, 10, "paired_iou")),
+        stack(*forward, (generator, 20, "losses"), (losses, 10, "paired_iou")),
+        # Made in torch, called from the loss path: the site is dsla's line.
+        stack(*forward, (generator, 30, "label_points"), ("/site/torch/functional.py", 99, "f")),
+        # The head, run from the generator's forward, is not the loss path.
+        stack(*forward, (generator, 40, "predict"), (head, 5, "forward")),
+        stack(("bench.py", 1, "main"), ("/site/detectron2/structures/instances.py", 7, "to")),
     ]
     loss_path, elsewhere = benchmark.sync_sites(stacks, package)
     assert loss_path == {"losses.py:10": 2, os.path.join("modeling", "proposal_generator.py:30"): 1}

@@ -347,12 +347,10 @@ def benchmark_export(names, size, reps, output_dir, score_thresh=None):
 
 AMP_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 STEP_STAGES = ("data", "backbone", "head", "assignment", "losses", "backward", "optimizer")
-# The files of the loss path: the host-device synchronizations made there are counted apart.
-LOSS_PATH_FILES = (
-    "label_assignment.py",
-    "losses.py",
-    os.path.join("modeling", "proposal_generator.py"),
-)
+# The loss path: the functions of this file of the dsla package through which a training step
+# labels the points and computes the losses; synchronizations made within them are counted apart.
+LOSS_PATH_FILE = os.path.join("modeling", "proposal_generator.py")
+LOSS_PATH_FUNCTIONS = ("check_finite_predictions", "label_points", "losses")
 # CUDA runtime calls that block the host until the GPU is done with the work queued before them.
 SYNC_CALLS = (
     "cudaStreamSynchronize",
@@ -519,21 +517,25 @@ def sync_sites(stacks, package_dir):
         stacks: the Python stack of each synchronization (lists of ``traceback.FrameSummary``,
             outermost first), as :func:`recording_syncs` collects them.
         package_dir: the directory of the ``dsla`` package. A synchronization is in the loss path
-            if a frame of its stack is in one of its ``LOSS_PATH_FILES``.
+            if its stack passes through one of the ``LOSS_PATH_FUNCTIONS`` of ``LOSS_PATH_FILE``.
 
     Returns:
         (loss_path, elsewhere): each {"file:line": number of synchronizations}, the site being the
         innermost frame in dsla's code if there is one, else the innermost frame; ``file``
         relative to ``package_dir`` for dsla's files.
     """
-    loss_path_files = {os.path.join(package_dir, f) for f in LOSS_PATH_FILES}
+    loss_path_file = os.path.join(package_dir, LOSS_PATH_FILE)
     loss_path, elsewhere = {}, {}
     for stack in stacks:
         files = [os.path.abspath(frame.filename) for frame in stack]
         ours = [i for i, f in enumerate(files) if f.startswith(package_dir + os.sep)]
         i = ours[-1] if ours else len(stack) - 1
         filename = os.path.relpath(files[i], package_dir) if ours else files[i]
-        sites = loss_path if loss_path_files.intersection(files) else elsewhere
+        in_loss_path = any(
+            f == loss_path_file and frame.name in LOSS_PATH_FUNCTIONS
+            for f, frame in zip(files, stack)
+        )
+        sites = loss_path if in_loss_path else elsewhere
         site = f"{filename}:{stack[i].lineno}"
         sites[site] = sites.get(site, 0) + 1
     return loss_path, elsewhere
@@ -583,10 +585,11 @@ def profile_training_step(device, size, batch_size, reps):
     uint8, as detectron2's ``DatasetMapper`` gives them; decoding and augmentation, done by the data
     loader's workers, are not in it). The synchronizations are those that
     ``torch.cuda.set_sync_debug_mode("warn")`` reports in one whole step, by call site, the loss
-    path's apart; the profiler's blocking runtime calls in the loss path (``assignment`` and
-    ``losses``); and ``sync_cost_pct``, an upper bound on what they cost: the time the GPU stood
-    idle in the loss path (its wall time less the GPU's busy time there), in percent of the step.
-    Without the synchronizations that idle time would overlap the forward's GPU work.
+    path's apart (:func:`sync_sites`); the profiler's blocking runtime calls in the loss path
+    (``assignment`` and ``losses``); and ``sync_cost_pct``, an upper bound on what they cost: the
+    time the GPU stood idle in the loss path (its wall time less the GPU's busy time there), in
+    percent of the step. Without the synchronizations that idle time would overlap the forward's
+    GPU work.
     """
     model = build("DSLA", device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-4)
@@ -624,6 +627,7 @@ def profile_training_step(device, size, batch_size, reps):
 
 
 def _loss_path_syncs(model, batch, optimizer, device, row):
+    """The synchronization figures of :func:`profile_training_step`, on CUDA."""
     torch.cuda.synchronize(device)
     with recording_syncs() as stacks:
         _whole_step(model, batch, optimizer)
@@ -636,6 +640,7 @@ def _loss_path_syncs(model, batch, optimizer, device, row):
     }
 
     loss_path_stages = ("assignment", "losses")
+    profiles = []
 
     @contextmanager
     def profiled(name):
@@ -650,7 +655,6 @@ def _loss_path_syncs(model, batch, optimizer, device, row):
             torch.cuda.synchronize(device)
         profiles.append(prof.events())
 
-    profiles = []
     try:
         _staged_step(model, batch, optimizer, device, profiled)
     except Exception as e:  # the CUDA profiler needs CUPTI; the rest of the row stands without it
