@@ -11,7 +11,7 @@ STAMP := $(VENV)/.dsla-installed-torch$(TORCH)
 PYTEST_ARGS ?=
 OUTPUT ?= output
 
-.PHONY: install test lint format demo trees trees-demo benchmark compare study study-screen clean-venv
+.PHONY: install test lint format demo trees trees-demo benchmark compare study study-screen clean-venv gpu-wheels
 
 install: $(STAMP)
 
@@ -65,6 +65,11 @@ compare: install
 # Speed and memory of DSLA vs FCOS (R-50-FPN) and of the label assignment (docs/benchmarks.md).
 benchmark: install
 	$(PY) tools/benchmark.py --reps 5 --output $(OUTPUT)/benchmark.json
+
+# Wheels for this project's lent GPU machine (CPython 3.12, no registry there) into .whl/, checked to fit in
+# what a device run carries; then run `bash tools/gpu_check.sh OUTDIR` there with .whl carried (docs/gpu.md).
+gpu-wheels: install
+	$(PY) tools/gpu_wheels.py --dest .whl
 
 # The DSLA-vs-FCOS study: every variant x 3 seeds x each dataset at the quick-start budget (hours on a CPU;
 # resumable: finished runs are skipped). study-screen: one seed, 500 iterations, to pick candidates.

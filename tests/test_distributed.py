@@ -138,7 +138,8 @@ def test_two_workers_average_to_the_single_process_losses_and_gradients(tmp_path
 
 def test_train_net_with_two_processes_on_the_cpu(shapes_root, tmp_path):
     out = tmp_path / "out"
-    env = shapes_env(shapes_root)
+    # The GPU hidden: where one is visible, detectron2's launch() asks for --num-gpus GPUs and NCCL.
+    env = {**shapes_env(shapes_root), "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(
         [
             sys.executable,

@@ -56,7 +56,10 @@ def test_non_editable_install_ships_the_configs(tmp_path):
         print("configs found")
         """
     )
-    env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1"}
+    # The caller's PYTHONPATH stays behind the target: where detectron2 comes from one (the GPU
+    # check's wheels), the installed dsla still needs it.
+    pythonpath = os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
         [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
     )

@@ -8,13 +8,22 @@
 # project never needs it), its `numpy<2` pin and its formatter dependency are removed, and the result is
 # installed with its remaining dependencies.
 #
-# Usage: tools/install_detectron2.sh PYTHON
+# With --wheel-dir, only the repacked wheel is written to DIR (nothing is installed): `make gpu-wheels`
+# carries it to a GPU machine that has no registry (docs/gpu.md).
+#
+# Usage: tools/install_detectron2.sh PYTHON [--wheel-dir DIR]
 set -euo pipefail
-PY=${1:?usage: install_detectron2.sh PYTHON}
+usage="usage: install_detectron2.sh PYTHON [--wheel-dir DIR]"
+PY=${1:?$usage}
+WHEEL_DIR=
+if [ $# -gt 1 ]; then
+  [ $# -eq 3 ] && [ "$2" = --wheel-dir ] || { echo "$usage" >&2; exit 2; }
+  WHEEL_DIR=$3
+fi
 D2_WHEEL_SPEC=${D2_WHEEL_SPEC:-sal-detectron2==0.7.2}
 
 found=$("$PY" -c "import importlib.util as u; s = u.find_spec('detectron2'); print(s.submodule_search_locations[0] if s else '')")
-if [ -n "$found" ]; then
+if [ -z "$WHEEL_DIR" ] && [ -n "$found" ]; then
   echo "detectron2 already installed at $found; leaving it as it is"
   exit 0
 fi
@@ -36,6 +45,12 @@ sed -i -e '/^Requires-Dist: numpy/d' -e '/^Requires-Dist: black$/d' "$distinfo/M
 
 mkdir -p "$work/packed"
 "$PY" -m wheel pack --dest-dir "$work/packed" "$root"
+if [ -n "$WHEEL_DIR" ]; then
+  mkdir -p "$WHEEL_DIR"
+  cp "$work"/packed/*.whl "$WHEEL_DIR"/
+  echo "wrote $(basename "$work"/packed/*.whl) (repacked from $D2_WHEEL_SPEC) to $WHEEL_DIR"
+  exit 0
+fi
 # detectron2 imports fvcore and iopath at import time but the wheel does not declare them.
 "$PY" -m pip install --quiet "$work"/packed/*.whl fvcore iopath
 "$PY" -c "import detectron2; print('installed detectron2', detectron2.__version__, 'from', '$D2_WHEEL_SPEC')"
