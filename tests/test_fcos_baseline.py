@@ -12,6 +12,8 @@ from detectron2.utils.events import EventStorage
 from dsla import add_dsla_config
 from dsla.modeling import FCOSBaseline
 
+from conftest import load_config
+
 CONFIG = os.path.join(
     os.path.dirname(__file__), "..", "configs", "FCOS-Baseline", "fcos_R_50_FPN_1x.yaml"
 )
@@ -137,3 +139,25 @@ def test_point_offset_and_range_count_reach_the_model():
     assert build_model(fcos_cfg()).anchor_generator.offset == 0.5
     with pytest.raises(ValueError, match="one regress range per level"):
         build_model(fcos_cfg("MODEL.FCOS.REGRESS_RANGES", "[[0, 64], [64, 1e8]]"))
+
+
+def test_the_retinanet_baseline_trains_on_the_quick_start_backbone(shapes_root):
+    cfg = load_config(
+        "configs/RetinaNet-Baseline/retinanet_quickstart_shapes.yaml",
+        ["SOLVER.IMS_PER_BATCH", "2"],
+    )
+    model = build_model(cfg)
+    assert type(model).__name__ == "RetinaNet"
+    assert model.head_in_features == ["p3", "p4", "p5", "p6", "p7"]
+    assert model.backbone.output_shape()["p3"].channels == 64
+    # Anchors of COCO's sizes halved, 9 per point: the smallest 16 px on P3.
+    anchors = list(model.anchor_generator.cell_anchors)[0]
+    widths = anchors[:, 2] - anchors[:, 0]
+    assert anchors.shape == (9, 4) and torch.isclose(widths, torch.tensor(16.0)).any()
+    batch = inputs(with_instances=True)
+    batch[0]["instances"].gt_classes = torch.tensor([0, 3])
+    model.train()
+    with EventStorage():
+        losses = model(batch * 2)
+    assert set(losses) == {"loss_cls", "loss_box_reg"}
+    assert all(torch.isfinite(v) for v in losses.values())

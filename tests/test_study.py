@@ -67,6 +67,7 @@ def test_builtin_variants_are_fcos_dsla_and_each_ablation_with_one_change():
         "fcos",
         "dsla",
         "fcos-dsla-ranges",
+        "retinanet",
         "dsla-no-coupling",
         "dsla-iou-only",
         "dsla-no-relaxation",

@@ -146,9 +146,9 @@ class TiledPredictor:
         test input) by default, overlapping by a quarter of that.
         """
         tile_size = tile_size or cfg.INPUT.MAX_SIZE_TEST
-        nms = cfg.MODEL.DSLA.NMS_THRESH_TEST
-        if cfg.MODEL.META_ARCHITECTURE == "FCOSBaseline":
-            nms = cfg.MODEL.FCOS.NMS_THRESH_TEST
+        nms = {"FCOSBaseline": cfg.MODEL.FCOS, "RetinaNet": cfg.MODEL.RETINANET}.get(
+            cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.DSLA
+        ).NMS_THRESH_TEST
         return cls(
             model,
             tile_size=tile_size,

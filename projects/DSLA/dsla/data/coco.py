@@ -74,6 +74,8 @@ def model_num_classes(cfg):
     """(config key, value) of the number of classes of the model that ``cfg`` builds."""
     if cfg.MODEL.META_ARCHITECTURE == "FCOSBaseline":
         return "MODEL.FCOS.NUM_CLASSES", cfg.MODEL.FCOS.NUM_CLASSES
+    if cfg.MODEL.META_ARCHITECTURE == "RetinaNet":
+        return "MODEL.RETINANET.NUM_CLASSES", cfg.MODEL.RETINANET.NUM_CLASSES
     return "MODEL.DSLA.NUM_CLASSES", cfg.MODEL.DSLA.NUM_CLASSES
 
 

@@ -8,7 +8,7 @@ MobileNetV2 and recipe; ``make trees`` first).
 from typing import Optional, Tuple
 
 from .runs import StudyDataset
-from .variants import DSLA_BASE, FCOS_BASE
+from .variants import DSLA_BASE, FCOS_BASE, RETINANET_BASE
 
 __all__ = ["TREES", "study_dataset"]
 
@@ -19,6 +19,7 @@ TREES = StudyDataset(
     configs=(
         (DSLA_BASE, "DSLA/dsla_mobilenet_v2_trees.yaml"),
         (FCOS_BASE, "FCOS-Baseline/fcos_mobilenet_v2_trees.yaml"),
+        (RETINANET_BASE, "RetinaNet-Baseline/retinanet_mobilenet_v2_trees.yaml"),
     ),
 )
 

@@ -20,6 +20,7 @@ __all__ = [
     "BUILTIN_VARIANTS",
     "DSLA_BASE",
     "FCOS_BASE",
+    "RETINANET_BASE",
     "Variant",
     "format_override_value",
     "load_variant_spec",
@@ -77,6 +78,9 @@ DSLA_BASE = _DSLA = "DSLA/dsla_quickstart_shapes.yaml"
 # detectron2's FCOS: the quick-start backbone, data and schedule with FCOS's own defaults (COCO
 # level ranges, center sampling 1.5, points at the cell centers).
 FCOS_BASE = _FCOS = "FCOS-Baseline/fcos_quickstart_shapes.yaml"
+# detectron2's RetinaNet on the same backbone, data and schedule: what a detectron2 user has without
+# this project.
+RETINANET_BASE = "RetinaNet-Baseline/retinanet_quickstart_shapes.yaml"
 _COCO_RANGES = [[0.0, 64.0], [64.0, 128.0], [128.0, 256.0], [256.0, 512.0], [512.0, float("inf")]]
 # The quick start's (and the real-images configs') DSLA ranges: COCO's halved.
 _DSLA_RANGES = [[0.0, 32.0], [32.0, 64.0], [64.0, 128.0], [128.0, 256.0], [256.0, float("inf")]]
@@ -94,6 +98,7 @@ BUILTIN_VARIANTS: Tuple[Variant, ...] = (
     # The two label assignments on equal footing: detectron2's FCOS at DSLA's ranges (both with
     # center sampling 1.5 and points at offset 0.5, as both configs have them).
     Variant("fcos-dsla-ranges", _FCOS, (("MODEL.FCOS.REGRESS_RANGES", _DSLA_RANGES),)),
+    Variant("retinanet", RETINANET_BASE),
     # The paper's ablations (docs/method.md, "The label"): y_d = y_s without IoU, y_d = IoU, gamma =
     # 0, no core zone.
     Variant("dsla-no-coupling", _DSLA, (("MODEL.DSLA.IOU_COUPLING", False),)),
