@@ -6,12 +6,14 @@ import torch
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+from detectron2.utils.testing import assert_instances_allclose
 
 from dsla.modeling import DSLA
 
 from conftest import load_config
 
 R50 = "configs/DSLA/dsla_R_50_FPN_1x.yaml"
+QUICKSTART = "configs/DSLA/dsla_quickstart_shapes.yaml"
 
 
 def _inputs(size=(96, 128)):
@@ -136,3 +138,24 @@ def test_dsla_as_the_first_stage_of_a_two_stage_detector():
     with torch.no_grad():
         outputs = model([{"image": torch.rand(3, 96, 128) * 255}])
     assert outputs[0]["instances"].has("pred_boxes")
+
+
+def _quickstart_model(opts=()):
+    torch.manual_seed(0)
+    return build_model(load_config(QUICKSTART, ["MODEL.DSLA.SCORE_THRESH_TEST", "0.0", *opts]))
+
+
+def test_each_image_of_a_batch_gets_the_detections_it_gets_alone_in_its_own_size():
+    model = _quickstart_model().eval()
+    generator = torch.Generator().manual_seed(1)
+    inputs = [
+        {"image": torch.rand(3, 96, 128, generator=generator) * 255, "height": 192, "width": 256},
+        {"image": torch.rand(3, 96, 128, generator=generator) * 255},
+    ]
+    with torch.no_grad():
+        batched = model(inputs)
+        alone = [model([x])[0] for x in inputs]
+    assert [r["instances"].image_size for r in batched] == [(192, 256), (96, 128)]
+    for together, single in zip(batched, alone):
+        assert len(together["instances"]) == 100
+        assert_instances_allclose(together["instances"], single["instances"])
