@@ -1,5 +1,5 @@
 """The DSLA head module as a proposal generator: point layout, losses on hand-made cases, inference
-decoding, the config keys that reach it."""
+decoding, the config keys that reach it, the class-agnostic first stage."""
 
 import math
 
@@ -350,3 +350,40 @@ def test_qfl_beta_and_loss_weights_from_the_config_reach_the_losses():
     )
     assert losses["loss_dsla_cls"].item() == pytest.approx(3.0 * qfl / 1.3, rel=1e-5)
     assert losses["loss_dsla_box"].item() == pytest.approx(0.5 * 0.5 * -math.log(0.6) / 1.5)
+
+
+# --- The first stage of a two-stage detector learns from boxes alone, as detectron2's RPN -------
+
+
+def test_first_stage_without_gt_classes_takes_every_box_as_class_0():
+    points, gt, logits, distances = _hand_case()
+    boxes_only = Instances(gt[0].image_size, gt_boxes=gt[0].gt_boxes)
+    class_0 = Instances(gt[0].image_size, gt_boxes=gt[0].gt_boxes, gt_classes=torch.tensor([0]))
+    gen = _generator(two_stage=True)
+    static, classes, box_targets = gen.label_points(points, [boxes_only])
+    expected = gen.label_points(points, [class_0])
+    assert classes.tolist() == [[0, 0, 2]]
+    for actual, wanted in zip((static, classes, box_targets), expected):
+        torch.testing.assert_close(actual, wanted)
+
+
+def test_first_stage_trains_from_ground_truth_without_gt_classes():
+    head = DSLAHead(input_shape=[ShapeSpec(channels=32, stride=8)], num_classes=1, num_convs=1)
+    gen = _generator(head=head, two_stage=True, num_classes=1).train()
+    images = ImageList(torch.zeros(2, 3, 32, 32), [(32, 32), (24, 30)])
+    gt = [
+        Instances((32, 32), gt_boxes=Boxes(torch.tensor([[2.0, 2, 20, 20]]))),
+        Instances((24, 30)),
+    ]
+    gt[1].gt_boxes = Boxes(torch.zeros(0, 4))
+    with EventStorage():
+        proposals, losses = gen(images, {"p3": torch.randn(2, 32, 4, 4)}, gt)
+    assert len(proposals) == 2 and all(torch.isfinite(v) for v in losses.values())
+    assert losses["loss_dsla_box"] > 0
+
+
+def test_detector_without_gt_classes_is_a_clear_error():
+    points, gt, _, _ = _hand_case()
+    boxes_only = Instances(gt[0].image_size, gt_boxes=gt[0].gt_boxes)
+    with pytest.raises(ValueError, match="needs 'gt_classes'.*fields \\['gt_boxes'\\]"):
+        _generator(two_stage=False).label_points(points, [boxes_only])

@@ -159,7 +159,9 @@ class DSLAProposalGenerator(nn.Module):
         Args:
             images: the padded input batch.
             features: backbone features by name.
-            gt_instances: per image, ``gt_boxes`` and ``gt_classes`` (training only).
+            gt_instances: per image, ``gt_boxes`` and ``gt_classes`` (training only). With
+                ``two_stage``, ``gt_classes`` may be missing, as for detectron2's RPN: every box is
+                then of class 0.
 
         Returns:
             results: per image, Instances with ``pred_boxes``, ``scores``, ``pred_classes`` in the
@@ -238,7 +240,9 @@ class DSLAProposalGenerator(nn.Module):
 
         Args:
             points: one Tensor[Hi*Wi, 2] per level.
-            gt_instances: per image, ``gt_boxes`` and ``gt_classes``.
+            gt_instances: per image, ``gt_boxes`` and ``gt_classes``; with ``two_stage``,
+                ``gt_boxes`` alone: a class-agnostic first stage, as detectron2's RPN, where every
+                box is of class 0.
 
         Returns:
             static: Tensor[N, R]: ``y_s``.
@@ -252,7 +256,7 @@ class DSLAProposalGenerator(nn.Module):
                 strides,
                 ranges,
                 inst.gt_boxes.tensor,
-                inst.gt_classes,
+                self._gt_classes(inst),
                 self.num_classes,
                 relaxation=self.interval_relaxation,
                 core_zone=self.core_zone,
@@ -262,6 +266,17 @@ class DSLAProposalGenerator(nn.Module):
         ]
         static, classes, box_targets = (torch.stack(x) for x in zip(*labels))
         return static, classes, box_targets
+
+    def _gt_classes(self, instances: Instances) -> Tensor:
+        if instances.has("gt_classes"):
+            return instances.gt_classes
+        if not self.two_stage:
+            raise ValueError(
+                "DSLA as a detector (two_stage=False) needs 'gt_classes' in its ground truth; got "
+                f"Instances with fields {sorted(instances.get_fields())}. Only as the first stage "
+                "of a two-stage detector (two_stage=True) does it learn from boxes alone."
+            )
+        return torch.zeros(len(instances), dtype=torch.long, device=instances.gt_boxes.device)
 
     def losses(
         self,
