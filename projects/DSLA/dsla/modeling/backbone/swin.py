@@ -185,6 +185,14 @@ class SwinTransformer(Backbone):
             for f in self._out_features
         }
 
+    def __prepare_scriptable__(self):
+        raise RuntimeError(
+            "The Swin backbone (dsla.modeling.backbone.SwinTransformer) cannot be scripted: its "
+            "blocks run the detection Swin's forward as a function of timm's modules, and "
+            "TorchScript cannot pass a module to a function. Trace the model instead "
+            "(tools/export_model.py; docs/deployment.md)."
+        )
+
 
 @BACKBONE_REGISTRY.register()
 def build_dsla_swin_backbone(cfg, input_shape: ShapeSpec) -> SwinTransformer:
