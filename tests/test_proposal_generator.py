@@ -1,16 +1,18 @@
 """The DSLA head module as a proposal generator: point layout, losses on hand-made cases, inference
-decoding, the config keys that reach it, the class-agnostic first stage."""
+decoding, the config keys that reach it, the class-agnostic first stage, scripting."""
 
 import math
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from detectron2.config import get_cfg
+from detectron2.export import scripting_with_instances
 from detectron2.layers import ShapeSpec
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
+from detectron2.utils.testing import assert_instances_allclose, convert_scripted_instances
 
 from dsla import add_dsla_config
 from dsla.label_assignment import level_points
@@ -387,3 +389,41 @@ def test_detector_without_gt_classes_is_a_clear_error():
     boxes_only = Instances(gt[0].image_size, gt_boxes=gt[0].gt_boxes)
     with pytest.raises(ValueError, match="needs 'gt_classes'.*fields \\['gt_boxes'\\]"):
         _generator(two_stage=False).label_points(points, [boxes_only])
+
+
+# --- Scripting, as detectron2 scripts its RPN -----------------------------------------------------
+
+SCRIPTED_FIELDS = {
+    True: {"proposal_boxes": Boxes, "objectness_logits": Tensor},
+    False: {"pred_boxes": Boxes, "scores": Tensor, "pred_classes": Tensor},
+}
+
+
+@pytest.mark.parametrize("two_stage", [True, False], ids=["first_stage", "detector"])
+def test_scripted_generator_gives_the_eager_results(two_stage):
+    torch.manual_seed(0)
+    shapes = [ShapeSpec(channels=32, stride=8), ShapeSpec(channels=32, stride=16)]
+    gen = _generator(
+        head=DSLAHead(input_shape=shapes, num_classes=2, num_convs=1),
+        two_stage=two_stage,
+        in_features=["p3", "p4"],
+        strides=[8, 16],
+        regress_ranges=[(0.0, 64.0), (64.0, math.inf)],
+        score_thresh_test=0.0,
+        max_detections_per_image=20,
+    ).eval()
+    scripted = scripting_with_instances(gen, SCRIPTED_FIELDS[two_stage])
+    images = ImageList(torch.zeros(2, 3, 64, 64), [(64, 64), (50, 40)])
+    features = {"p3": torch.randn(2, 32, 8, 8), "p4": torch.randn(2, 32, 4, 4)}
+    with torch.no_grad():
+        expected, _ = gen(images, features)
+        actual, _ = scripted(images, features)
+    assert [len(r) for r in expected] == [20, 20]
+    for wanted, got in zip(expected, actual):
+        assert_instances_allclose(wanted, convert_scripted_instances(got))
+
+
+def test_scripting_without_detectron2s_instances_patch_is_a_clear_error():
+    gen = _generator(head=DSLAHead(input_shape=[ShapeSpec(channels=32, stride=8)], num_classes=2))
+    with pytest.raises(RuntimeError, match="scripting_with_instances.*tools/export_model.py"):
+        torch.jit.script(gen.eval())
