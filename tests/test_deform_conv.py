@@ -84,3 +84,13 @@ def test_non_finite_input_reaches_the_output_instead_of_crashing_the_process(mod
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("conv_type", [DeformConv2d, ModulatedDeformConv2d])
+def test_scripted_deformable_conv_gives_the_eager_output(conv_type):
+    torch.manual_seed(0)
+    conv = conv_type(8, 6, 3, padding=1, bias=True)
+    # Offsets away from zero, so that the deformable sampling is exercised.
+    torch.nn.init.normal_(conv.conv_offset.weight, std=0.1)
+    x = torch.randn(2, 8, 9, 10)
+    torch.testing.assert_close(torch.jit.script(conv)(x), conv(x))

@@ -225,10 +225,11 @@ def test_lazy_config_trains_then_evaluates(shapes_root, tmp_path, monkeypatch):
         "train.max_iter=3",
         "dataloader.train.total_batch_size=2",
     ]
+    evaluated_to = f"dataloader.evaluator.output_dir={tmp_path / 'eval_train'}"
     # The config asks for CUDA; without it (hidden here if present) training falls back to the CPU.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     parser = engine.default_argument_parser()
-    engine.main(parser.parse_args(["--config-file", str(config), *overrides]))
+    engine.main(parser.parse_args(["--config-file", str(config), *overrides, evaluated_to]))
 
     assert torch.load(out / "model_final.pth", weights_only=False)["iteration"] == 2
     with open(out / "metrics.json") as f:
@@ -238,10 +239,24 @@ def test_lazy_config_trains_then_evaluates(shapes_root, tmp_path, monkeypatch):
     assert len(evaluated) == 1
 
     weights = f"train.init_checkpoint={out / 'model_final.pth'}"
+    evaluated_to = f"dataloader.evaluator.output_dir={tmp_path / 'eval_only'}"
     again = engine.main(
-        parser.parse_args(["--config-file", str(config), "--eval-only", *overrides, weights])
+        parser.parse_args(
+            ["--config-file", str(config), "--eval-only", *overrides, weights, evaluated_to]
+        )
     )
     assert again["bbox"]["AP"] == pytest.approx(evaluated[0]["bbox/AP"], nan_ok=True)
+    # The same detections, box for box: the AP of 3 iterations is near 0 with any weights.
+    detections = []
+    for run in ("eval_train", "eval_only"):
+        with open(tmp_path / run / "coco_instances_results.json") as f:
+            detections.append(json.load(f))
+    expected, actual = detections
+    assert len(expected) > 0 and len(actual) == len(expected)
+    for want, got in zip(expected, actual):
+        assert (got["image_id"], got["category_id"]) == (want["image_id"], want["category_id"])
+        assert got["bbox"] == pytest.approx(want["bbox"], abs=1e-3)
+        assert got["score"] == pytest.approx(want["score"], abs=1e-5)
 
 
 def test_shipped_quickstart_lazy_config_trains_and_evaluates(shapes_root, tmp_path):

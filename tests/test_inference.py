@@ -81,3 +81,63 @@ def test_non_finite_boxes_are_dropped_and_the_rest_of_the_image_kept():
     )[0]
     assert result.scores.tolist() == pytest.approx([0.9, 0.7])
     assert result.pred_boxes.tensor.tolist() == [[0, 0, 4, 4], [44, 0, 52, 4]]
+
+
+def test_nms_removes_a_same_class_box_at_iou_0_7_and_keeps_one_at_0_5_and_other_classes():
+    # Four points 16 pixels apart on one row, each predicting one class. A = (0, 0, 60, 20) of area
+    # 1200; B = (0, 0, 60, 14) and D = B have IoU 840 / 1200 = 0.7 with A, C = (0, 0, 60, 10) has
+    # 600 / 1200 = 0.5. At the 0.6 threshold NMS removes B (class 0, like A), keeps C (class 0) and
+    # D (class 1). C overlaps the removed B by 0.71: a removed box removes nothing.
+    points = [level_points(1, 4, 16, 0.5)]  # (8, 8), (24, 8), (40, 8), (56, 8)
+    distances = torch.tensor([[[8.0, 8, 52, 12], [24, 8, 36, 6], [40, 8, 20, 2], [56, 8, 4, 6]]])
+    logits = _logits([[0.9, 0.01], [0.8, 0.01], [0.7, 0.01], [0.01, 0.75]])
+    gen = _generator(topk_candidates_test=1000, nms_thresh_test=0.6)
+    result = gen.inference(points, [logits[None]], [distances], [(64, 64)])[0]
+    assert result.scores.tolist() == pytest.approx([0.9, 0.75, 0.7])
+    assert result.pred_classes.tolist() == [0, 1, 0]
+    assert result.pred_boxes.tensor.tolist() == [[0, 0, 60, 20], [0, 0, 60, 14], [0, 0, 60, 10]]
+
+
+def test_each_level_keeps_its_own_top_points_and_decodes_at_its_own_stride():
+    # Top 2 points per level: level 0 (stride 8) keeps 0.9 and 0.8, not 0.7; level 1 (stride 16)
+    # keeps its 0.6 and 0.5, which a top 2 over both levels together would drop.
+    gen = _generator(
+        in_features=["p3", "p4"],
+        strides=[8, 16],
+        regress_ranges=[(0.0, 64.0), (64.0, math.inf)],
+        point_offset=0.5,
+    )
+    points = gen.make_points([(1, 3), (1, 2)])  # (4, 4), (12, 4), (20, 4); (8, 8), (24, 8)
+    logits = [
+        _logits([[0.9, 0.01], [0.8, 0.01], [0.7, 0.01]])[None],
+        _logits([[0.01, 0.6], [0.5, 0.01]])[None],
+    ]
+    distances = [torch.ones(1, 3, 4), torch.ones(1, 2, 4)]
+    result = gen.inference(points, logits, distances, [(64, 64)])[0]
+    assert result.scores.tolist() == pytest.approx([0.9, 0.8, 0.6, 0.5])
+    assert result.pred_classes.tolist() == [0, 0, 1, 0]
+    assert result.pred_boxes.tensor.tolist() == [
+        [3, 3, 5, 5],
+        [11, 3, 13, 5],
+        [7, 7, 9, 9],
+        [23, 7, 25, 9],
+    ]
+
+
+def test_each_image_of_a_batch_gets_its_own_detections_clipped_to_its_own_size():
+    # Image 0: class 0 at point 0; image 1 (smaller): class 1 at point 2, its box clipped at 24.
+    points = [level_points(1, 3, 16, 0.0)]  # (0, 0), (16, 0), (32, 0)
+    logits = torch.stack(
+        [
+            _logits([[0.9, 0.01], [0.01, 0.01], [0.01, 0.01]]),
+            _logits([[0.01, 0.01]] * 2 + [[0.01, 0.8]]),
+        ]
+    )
+    distances = torch.stack([torch.full((3, 4), 4.0), torch.full((3, 4), 10.0)])
+    results = _generator().inference(points, [logits], [distances], [(64, 64), (24, 40)])
+    assert [r.image_size for r in results] == [(64, 64), (24, 40)]
+    assert results[0].scores.tolist() == pytest.approx([0.9])
+    assert results[0].pred_boxes.tensor.tolist() == [[0, 0, 4, 4]]
+    assert results[1].scores.tolist() == pytest.approx([0.8])
+    assert results[1].pred_classes.tolist() == [1]
+    assert results[1].pred_boxes.tensor.tolist() == [[22, 0, 40, 10]]

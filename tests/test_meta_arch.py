@@ -2,16 +2,21 @@
 
 import pytest
 import torch
+from torch import Tensor
 
+from detectron2.export import scripting_with_instances
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
+from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+from detectron2.utils.testing import assert_instances_allclose, convert_scripted_instances
 
 from dsla.modeling import DSLA
 
 from conftest import load_config
 
 R50 = "configs/DSLA/dsla_R_50_FPN_1x.yaml"
+QUICKSTART = "configs/DSLA/dsla_quickstart_shapes.yaml"
 
 
 def _inputs(size=(96, 128)):
@@ -98,34 +103,36 @@ def test_a_subclass_of_the_dsla_detector_still_gets_detections_not_proposals():
     assert outputs[0]["instances"].has("pred_classes")
 
 
+TWO_STAGE = [
+    "MODEL.META_ARCHITECTURE",
+    "GeneralizedRCNN",
+    "MODEL.ROI_HEADS.NAME",
+    "StandardROIHeads",
+    "MODEL.ROI_HEADS.IN_FEATURES",
+    "['p3', 'p4', 'p5']",
+    "MODEL.ROI_HEADS.NUM_CLASSES",
+    "80",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "MODEL.ROI_BOX_HEAD.NAME",
+    "FastRCNNConvFCHead",
+    "MODEL.ROI_BOX_HEAD.NUM_FC",
+    "1",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "64",
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION",
+    "7",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    "50",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "50",
+    "MODEL.DSLA.SCORE_THRESH_TEST",
+    "0.0",
+]
+
+
 def test_dsla_as_the_first_stage_of_a_two_stage_detector():
-    opts = [
-        "MODEL.META_ARCHITECTURE",
-        "GeneralizedRCNN",
-        "MODEL.ROI_HEADS.NAME",
-        "StandardROIHeads",
-        "MODEL.ROI_HEADS.IN_FEATURES",
-        "['p3', 'p4', 'p5']",
-        "MODEL.ROI_HEADS.NUM_CLASSES",
-        "80",
-        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
-        "32",
-        "MODEL.ROI_BOX_HEAD.NAME",
-        "FastRCNNConvFCHead",
-        "MODEL.ROI_BOX_HEAD.NUM_FC",
-        "1",
-        "MODEL.ROI_BOX_HEAD.FC_DIM",
-        "64",
-        "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION",
-        "7",
-        "MODEL.RPN.POST_NMS_TOPK_TRAIN",
-        "50",
-        "MODEL.RPN.POST_NMS_TOPK_TEST",
-        "50",
-        "MODEL.DSLA.SCORE_THRESH_TEST",
-        "0.0",
-    ]
-    model = build_model(load_config(R50, opts))
+    model = build_model(load_config(R50, TWO_STAGE))
     assert model.proposal_generator.two_stage
     model.train()
     with EventStorage():
@@ -136,3 +143,69 @@ def test_dsla_as_the_first_stage_of_a_two_stage_detector():
     with torch.no_grad():
         outputs = model([{"image": torch.rand(3, 96, 128) * 255}])
     assert outputs[0]["instances"].has("pred_boxes")
+
+
+def _quickstart_model(opts=()):
+    torch.manual_seed(0)
+    return build_model(load_config(QUICKSTART, ["MODEL.DSLA.SCORE_THRESH_TEST", "0.0", *opts]))
+
+
+def test_each_image_of_a_batch_gets_the_detections_it_gets_alone_in_its_own_size():
+    model = _quickstart_model().eval()
+    generator = torch.Generator().manual_seed(1)
+    inputs = [
+        {"image": torch.rand(3, 96, 128, generator=generator) * 255, "height": 192, "width": 256},
+        {"image": torch.rand(3, 96, 128, generator=generator) * 255},
+    ]
+    with torch.no_grad():
+        batched = model(inputs)
+        alone = [model([x])[0] for x in inputs]
+    assert [r["instances"].image_size for r in batched] == [(192, 256), (96, 128)]
+    for together, single in zip(batched, alone):
+        assert len(together["instances"]) == 100
+        assert_instances_allclose(together["instances"], single["instances"])
+
+
+# Scripted, as detectron2 scripts its RetinaNet and R-CNN models (tests/test_export_torchscript.py).
+DETECTION_FIELDS = {"pred_boxes": Boxes, "scores": Tensor, "pred_classes": Tensor}
+PROPOSAL_FIELDS = {"proposal_boxes": Boxes, "objectness_logits": Tensor}
+
+
+def _scripting_inputs():
+    generator = torch.Generator().manual_seed(1)
+    return [
+        {"image": torch.rand(3, 96, 128, generator=generator) * 255},
+        {"image": torch.rand(3, 80, 100, generator=generator) * 255},
+    ]
+
+
+def test_scripted_detector_gives_the_eager_detections_in_the_network_input_size():
+    model = _quickstart_model().eval()
+    scripted = scripting_with_instances(model, DETECTION_FIELDS)
+    inputs = _scripting_inputs()
+    with torch.no_grad():
+        expected = model(inputs)
+        actual = scripted(inputs)
+    for wanted, got, x in zip(expected, actual, inputs):
+        got = detector_postprocess(convert_scripted_instances(got), *x["image"].shape[1:])
+        assert len(got) > 0
+        assert_instances_allclose(wanted["instances"], got)
+
+
+def test_scripted_generalized_rcnn_with_dsla_first_stage_gives_the_eager_detections():
+    opts = [
+        *TWO_STAGE,
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        "4",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        "0.0",
+    ]
+    model = _quickstart_model(opts).eval()
+    scripted = scripting_with_instances(model, {**PROPOSAL_FIELDS, **DETECTION_FIELDS})
+    inputs = _scripting_inputs()
+    with torch.no_grad():
+        expected = model.inference(inputs, do_postprocess=False)
+        actual = scripted.inference(inputs, do_postprocess=False)
+    for wanted, got in zip(expected, actual):
+        assert len(got) > 0
+        assert_instances_allclose(wanted, got)

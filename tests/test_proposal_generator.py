@@ -1,17 +1,22 @@
 """The DSLA head module as a proposal generator: point layout, losses on hand-made cases, inference
-decoding."""
+decoding, the config keys that reach it, the class-agnostic first stage, scripting."""
 
 import math
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from detectron2.config import get_cfg
+from detectron2.export import scripting_with_instances
 from detectron2.layers import ShapeSpec
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
+from detectron2.utils.testing import assert_instances_allclose, convert_scripted_instances
 
+from dsla import add_dsla_config
 from dsla.label_assignment import level_points
+from dsla.layers import ModulatedDeformConv2d
 from dsla.modeling import DSLAHead, DSLAProposalGenerator
 
 
@@ -163,3 +168,262 @@ def test_mismatched_strides_and_features_are_rejected():
         _generator(strides=[8, 16])
     with pytest.raises(ValueError, match="box loss type"):
         _generator(box_loss_type="smooth_l1")
+
+
+def _hand_case(requires_grad=False):
+    """
+    The case of `test_losses_match_hand_computation_with_iou_coupling_and_normalizers`: box (0, 0,
+    40, 32) of class 1 at stride 8; p0 = (16, 16) in its core zone (y_s = 1, predicted exactly),
+    p1 = (32, 16) with y_s = 0.5 predicted at IoU 0.6, p2 = (100, 100) outside.
+    """
+    points = [torch.tensor([[16.0, 16.0], [32.0, 16.0], [100.0, 100.0]])]
+    gt = [_instances([[0, 0, 40, 32]], [1])]
+    logits = [torch.tensor([[[-1.0, 0.5], [0.2, -0.3], [-2.0, 1.0]]], requires_grad=requires_grad)]
+    distances = [
+        torch.tensor([[[16.0, 16, 24, 16], [16, 16, 8, 16], [4, 4, 4, 4]]], requires_grad=True)
+    ]
+    return points, gt, logits, distances
+
+
+def test_classification_loss_sends_no_gradient_into_the_box_branch():
+    # The IoU in y_d = y_s * IoU is a target: the classifier must not learn by moving boxes.
+    points, gt, logits, distances = _hand_case(requires_grad=True)
+    gen = _generator()
+    with EventStorage():
+        losses = gen.losses(logits, distances, *gen.label_points(points, gt))
+    losses["loss_dsla_cls"].backward(retain_graph=True)
+    assert distances[0].grad is None
+    assert logits[0].grad.abs().sum() > 0
+    logits[0].grad = None
+    losses["loss_dsla_box"].backward()
+    assert logits[0].grad is None
+    assert distances[0].grad[0, 1].abs().sum() > 0  # p1, predicted at IoU 0.6
+
+
+# --- Config keys: each MODEL.DSLA key reaches the module built from a config -------------------
+
+INPUT_SHAPE = {f"p{i + 3}": ShapeSpec(channels=32, stride=2 ** (i + 3)) for i in range(5)}
+# A value for every MODEL.DSLA key, unlike its default both in the config and in the constructors,
+# so that a key that from_config does not pass on shows as the default.
+NON_DEFAULT = {
+    "NUM_CLASSES": 3,
+    "IN_FEATURES": ["p4", "p5"],
+    "FPN_STRIDES": [16, 32],
+    "REGRESS_RANGES": [[0.0, 100.0], [100.0, 300.0]],
+    "INTERVAL_RELAXATION": 0.3,
+    "CORE_ZONE": False,
+    "IOU_COUPLING": False,
+    "IOU_ONLY": True,
+    "CENTER_SAMPLING_RADIUS": 1.5,
+    "POINT_OFFSET": 0.5,
+    "NUM_CONVS": 2,
+    "NORM": "",
+    "CONV_BIAS": True,
+    "DCN_ON_LAST_CONV": True,
+    "NORM_REG_TARGETS": True,
+    "PRIOR_PROB": 0.1,
+    "QFL_BETA": 1.5,
+    "CLS_LOSS_WEIGHT": 2.0,
+    "BOX_LOSS_TYPE": "giou",
+    "BOX_LOSS_WEIGHT": 1.5,
+    "SCORE_THRESH_TEST": 0.2,
+    "TOPK_CANDIDATES_TEST": 7,
+    "NMS_THRESH_TEST": 0.4,
+}
+# One level of stride 8 with an unbounded range, as the hand-made cases above.
+ONE_LEVEL = {
+    "NUM_CLASSES": 2,
+    "IN_FEATURES": ["p3"],
+    "FPN_STRIDES": [8],
+    "REGRESS_RANGES": [[0.0, math.inf]],
+}
+
+
+def _cfg(**keys):
+    cfg = get_cfg()
+    add_dsla_config(cfg)
+    for key, value in keys.items():
+        setattr(cfg.MODEL.DSLA, key, value)
+    return cfg
+
+
+def _from_config(two_stage=False, **keys):
+    return DSLAProposalGenerator(_cfg(**keys), INPUT_SHAPE, two_stage=two_stage)
+
+
+def test_non_default_values_cover_every_model_dsla_key():
+    assert set(NON_DEFAULT) == set(_cfg().MODEL.DSLA)
+
+
+def test_every_model_dsla_key_reaches_the_generator_or_the_head():
+    gen = _from_config(**NON_DEFAULT)
+    head = gen.head
+    convs = [m for m in head.cls_subnet if isinstance(m, (nn.Conv2d, ModulatedDeformConv2d))]
+    observed = {
+        "NUM_CLASSES": gen.num_classes,
+        "IN_FEATURES": gen.in_features,
+        "FPN_STRIDES": gen.strides,
+        "REGRESS_RANGES": gen.regress_ranges.tolist(),
+        "INTERVAL_RELAXATION": gen.interval_relaxation,
+        "CORE_ZONE": gen.core_zone,
+        "IOU_COUPLING": gen.iou_coupling,
+        "IOU_ONLY": gen.iou_only,
+        "CENTER_SAMPLING_RADIUS": gen.center_sampling_radius,
+        "POINT_OFFSET": gen.point_offset,
+        "NUM_CONVS": len(convs),
+        "NORM": "GN" if any(isinstance(m, nn.GroupNorm) for m in head.modules()) else "",
+        "CONV_BIAS": convs[0].bias is not None,
+        "DCN_ON_LAST_CONV": isinstance(convs[-1], ModulatedDeformConv2d),
+        "NORM_REG_TARGETS": head.norm_reg_targets,
+        "PRIOR_PROB": round(head.cls_score.bias.sigmoid()[0].item(), 6),
+        "QFL_BETA": gen.qfl_beta,
+        "CLS_LOSS_WEIGHT": gen.cls_loss_weight,
+        "BOX_LOSS_TYPE": gen.box_loss_type,
+        "BOX_LOSS_WEIGHT": gen.box_loss_weight,
+        "SCORE_THRESH_TEST": gen.score_thresh_test,
+        "TOPK_CANDIDATES_TEST": gen.topk_candidates_test,
+        "NMS_THRESH_TEST": gen.nms_thresh_test,
+    }
+    assert observed == NON_DEFAULT
+    assert head.cls_score.out_channels == 3 and head.strides == [16, 32]
+
+
+def test_detections_per_image_follow_the_role():
+    cfg = _cfg()
+    cfg.TEST.DETECTIONS_PER_IMAGE, cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 17, 230
+    detector = DSLAProposalGenerator(cfg, INPUT_SHAPE, two_stage=False)
+    first_stage = DSLAProposalGenerator(cfg, INPUT_SHAPE, two_stage=True)
+    assert (detector.two_stage, detector.max_detections_per_image) == (False, 17)
+    assert (first_stage.two_stage, first_stage.max_detections_per_image) == (True, 230)
+
+
+def test_point_offset_from_the_config_moves_the_points():
+    sizes = [(1, 2)] * 5
+    assert _from_config().make_points(sizes)[0].tolist() == [[0, 0], [8, 0]]
+    assert _from_config(POINT_OFFSET=0.5).make_points(sizes)[0].tolist() == [[4, 4], [12, 4]]
+
+
+# y_s of p0, p1, p2 of the hand-made case, and the mean y_d over the positives:
+# - defaults: y_d = y_s * IoU = 1 * 1 and 0.5 * 0.6;
+# - no core zone: p0 (l, t, r, b = 16, 16, 24, 16) has ctr = sqrt(16/24);
+# - center sampling at radius 0.75: positives strictly within 6 pixels of the center (20, 16), so
+#   p1 at x = 32 is out;
+# - range (0, 20) with gamma 0.5: p0 (m = 24) is on the shoulder up to 30, h = (30 - 24) / 10 =
+#   0.6, where gamma 0.2 (shoulder up to 24) would give h = 0;
+# - IoU coupling off: y_d = y_s; IoU only: y_d = IoU (1 and 0.6).
+LABEL_KEYS = [
+    ({}, [1.0, 0.5, 0.0], (1.0 + 0.3) / 2),
+    ({"CORE_ZONE": False}, [math.sqrt(2 / 3), 0.5, 0.0], (math.sqrt(2 / 3) + 0.3) / 2),
+    ({"CENTER_SAMPLING_RADIUS": 0.75}, [1.0, 0.0, 0.0], 1.0),
+    ({"INTERVAL_RELAXATION": 0.5, "REGRESS_RANGES": [[0.0, 20.0]]}, [0.6, 0.0, 0.0], 0.6),
+    ({"IOU_COUPLING": False}, [1.0, 0.5, 0.0], (1.0 + 0.5) / 2),
+    ({"IOU_ONLY": True}, [1.0, 0.5, 0.0], (1.0 + 0.6) / 2),
+]
+
+
+@pytest.mark.parametrize(
+    "keys,static,mean_y_d",
+    LABEL_KEYS,
+    ids=["defaults"] + [",".join(k) for k, _, _ in LABEL_KEYS[1:]],
+)
+def test_label_keys_from_the_config_change_the_labels_as_computed_by_hand(keys, static, mean_y_d):
+    gen = _from_config(**{**ONE_LEVEL, **keys})
+    points, gt, logits, distances = _hand_case()
+    labels = gen.label_points(points, gt)
+    with EventStorage() as storage:
+        gen.losses(logits, distances, *labels)
+        scalars = {k: v.latest() for k, v in storage.histories().items()}
+    assert labels[0][0].tolist() == pytest.approx(static)
+    assert scalars["dsla/mean_y_d"] == pytest.approx(mean_y_d)
+
+
+def test_qfl_beta_and_loss_weights_from_the_config_reach_the_losses():
+    points, gt, logits, distances = _hand_case()
+    gen = _from_config(**ONE_LEVEL, QFL_BETA=1.0, CLS_LOSS_WEIGHT=3.0, BOX_LOSS_WEIGHT=0.5)
+    with EventStorage():
+        losses = gen.losses(logits, distances, *gen.label_points(points, gt))
+    # As in the hand computation above, with |t - sigmoid(x)| to the power 1; normalizers 1.3 and
+    # 1.5.
+    targets = [[0.0, 1.0], [0.0, 0.3], [0.0, 0.0]]
+    qfl = sum(
+        _bce(x, t) * abs(t - 1 / (1 + math.exp(-x)))
+        for row_x, row_t in zip(logits[0][0].tolist(), targets)
+        for x, t in zip(row_x, row_t)
+    )
+    assert losses["loss_dsla_cls"].item() == pytest.approx(3.0 * qfl / 1.3, rel=1e-5)
+    assert losses["loss_dsla_box"].item() == pytest.approx(0.5 * 0.5 * -math.log(0.6) / 1.5)
+
+
+# --- The first stage of a two-stage detector learns from boxes alone, as detectron2's RPN -------
+
+
+def test_first_stage_without_gt_classes_takes_every_box_as_class_0():
+    points, gt, logits, distances = _hand_case()
+    boxes_only = Instances(gt[0].image_size, gt_boxes=gt[0].gt_boxes)
+    class_0 = Instances(gt[0].image_size, gt_boxes=gt[0].gt_boxes, gt_classes=torch.tensor([0]))
+    gen = _generator(two_stage=True)
+    static, classes, box_targets = gen.label_points(points, [boxes_only])
+    expected = gen.label_points(points, [class_0])
+    assert classes.tolist() == [[0, 0, 2]]
+    for actual, wanted in zip((static, classes, box_targets), expected):
+        torch.testing.assert_close(actual, wanted)
+
+
+def test_first_stage_trains_from_ground_truth_without_gt_classes():
+    head = DSLAHead(input_shape=[ShapeSpec(channels=32, stride=8)], num_classes=1, num_convs=1)
+    gen = _generator(head=head, two_stage=True, num_classes=1).train()
+    images = ImageList(torch.zeros(2, 3, 32, 32), [(32, 32), (24, 30)])
+    gt = [
+        Instances((32, 32), gt_boxes=Boxes(torch.tensor([[2.0, 2, 20, 20]]))),
+        Instances((24, 30)),
+    ]
+    gt[1].gt_boxes = Boxes(torch.zeros(0, 4))
+    with EventStorage():
+        proposals, losses = gen(images, {"p3": torch.randn(2, 32, 4, 4)}, gt)
+    assert len(proposals) == 2 and all(torch.isfinite(v) for v in losses.values())
+    assert losses["loss_dsla_box"] > 0
+
+
+def test_detector_without_gt_classes_is_a_clear_error():
+    points, gt, _, _ = _hand_case()
+    boxes_only = Instances(gt[0].image_size, gt_boxes=gt[0].gt_boxes)
+    with pytest.raises(ValueError, match="needs 'gt_classes'.*fields \\['gt_boxes'\\]"):
+        _generator(two_stage=False).label_points(points, [boxes_only])
+
+
+# --- Scripting, as detectron2 scripts its RPN -----------------------------------------------------
+
+SCRIPTED_FIELDS = {
+    True: {"proposal_boxes": Boxes, "objectness_logits": Tensor},
+    False: {"pred_boxes": Boxes, "scores": Tensor, "pred_classes": Tensor},
+}
+
+
+@pytest.mark.parametrize("two_stage", [True, False], ids=["first_stage", "detector"])
+def test_scripted_generator_gives_the_eager_results(two_stage):
+    torch.manual_seed(0)
+    shapes = [ShapeSpec(channels=32, stride=8), ShapeSpec(channels=32, stride=16)]
+    gen = _generator(
+        head=DSLAHead(input_shape=shapes, num_classes=2, num_convs=1),
+        two_stage=two_stage,
+        in_features=["p3", "p4"],
+        strides=[8, 16],
+        regress_ranges=[(0.0, 64.0), (64.0, math.inf)],
+        score_thresh_test=0.0,
+        max_detections_per_image=20,
+    ).eval()
+    scripted = scripting_with_instances(gen, SCRIPTED_FIELDS[two_stage])
+    images = ImageList(torch.zeros(2, 3, 64, 64), [(64, 64), (50, 40)])
+    features = {"p3": torch.randn(2, 32, 8, 8), "p4": torch.randn(2, 32, 4, 4)}
+    with torch.no_grad():
+        expected, _ = gen(images, features)
+        actual, _ = scripted(images, features)
+    assert [len(r) for r in expected] == [20, 20]
+    for wanted, got in zip(expected, actual):
+        assert_instances_allclose(wanted, convert_scripted_instances(got))
+
+
+def test_scripting_without_detectron2s_instances_patch_is_a_clear_error():
+    gen = _generator(head=DSLAHead(input_shape=[ShapeSpec(channels=32, stride=8)], num_classes=2))
+    with pytest.raises(RuntimeError, match="scripting_with_instances.*tools/export_model.py"):
+        torch.jit.script(gen.eval())

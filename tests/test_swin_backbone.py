@@ -119,3 +119,10 @@ def test_config_sets_drop_path_freezing_and_fpn_levels():
     outputs = backbone(torch.randn(1, 3, 64, 96))
     sum(v.sum() for v in outputs.values()).backward()
     assert swin.layers[3].blocks[1].attn.relative_position_bias_table.grad is not None
+
+
+def test_scripting_is_a_clear_error_that_names_tracing(swin):
+    with pytest.raises(
+        RuntimeError, match="Swin backbone .* cannot be scripted.*tools/export_model"
+    ):
+        torch.jit.script(swin)

@@ -76,9 +76,23 @@ def test_train_then_evaluate_a_registered_coco_dataset(tmp_path, config):
     assert "dsla/num_pos_per_image" in trained[-1]
     assert (out / "inference" / name / "coco_instances_results.json").is_file()
 
-    # --eval-only loads the trained weights and evaluates again with the same result.
-    args = _args(
-        tmp_path, name, config, ["MODEL.WEIGHTS", str(out / "model_final.pth")], ["--eval-only"]
-    )
-    again = main(args)
+    # --eval-only loads the trained weights and evaluates again with the same result: at an AP
+    # near 0 the same AP would prove nothing, the same detections, box for box, do.
+    results = os.path.join("inference", name, "coco_instances_results.json")
+    with open(out / results) as f:
+        expected = json.load(f)
+    eval_opts = [
+        "MODEL.WEIGHTS",
+        str(out / "model_final.pth"),
+        "OUTPUT_DIR",
+        str(tmp_path / "eval"),
+    ]
+    again = main(_args(tmp_path, name, config, eval_opts, ["--eval-only"]))
     assert again["bbox"]["AP"] == pytest.approx(evaluated[0]["bbox/AP"], nan_ok=True)
+    with open(tmp_path / "eval" / results) as f:
+        actual = json.load(f)
+    assert len(expected) == 4 * 100 and len(actual) == len(expected)
+    for want, got in zip(expected, actual):
+        assert (got["image_id"], got["category_id"]) == (want["image_id"], want["category_id"])
+        assert got["bbox"] == pytest.approx(want["bbox"], abs=1e-3)
+        assert got["score"] == pytest.approx(want["score"], abs=1e-5)

@@ -12,7 +12,7 @@ All functions are pure tensor functions, vectorized over points and boxes, and r
 """
 
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -31,7 +31,9 @@ __all__ = [
 MAX_PAIRS_PER_CHUNK = 1 << 21
 
 
-def level_points(height: int, width: int, stride: int, offset: float, device=None) -> Tensor:
+def level_points(
+    height: int, width: int, stride: int, offset: float, device: Optional[torch.device] = None
+) -> Tensor:
     """
     Locations of one feature level in input-image pixels.
 

@@ -7,9 +7,11 @@ trained: at initialization DCNv1 equals a plain conv, and DCNv2 equals a plain c
     sigmoid(0) = 0.5.
 """
 
+from typing import Optional
+
 import torch
 import torchvision
-from torch import nn
+from torch import Tensor, nn
 
 from detectron2.layers import get_norm
 
@@ -70,11 +72,21 @@ class DeformConv2d(torchvision.ops.DeformConv2d):
         # offsets); with them zeroed the non-finite input still reaches the output, where training
         # reports it as a FloatingPointError.
         offset = torch.nan_to_num(self.conv_offset(x), nan=0.0, posinf=0.0, neginf=0.0)
-        mask = None
+        mask: Optional[Tensor] = None
         if self.modulated:
             num_offsets = offset.shape[1] * 2 // 3
             offset, mask = offset[:, :num_offsets], offset[:, num_offsets:].sigmoid()
-        x = super().forward(x, offset, mask)
+        # torchvision's DeformConv2d.forward, called as a function: TorchScript has no super().
+        x = torchvision.ops.deform_conv2d(
+            x,
+            offset,
+            self.weight,
+            self.bias,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            mask=mask,
+        )
         if self.norm is not None:
             x = self.norm(x)
         if self.activation is not None:

@@ -125,7 +125,9 @@ class DSLAHead(nn.Module):
                 f"DSLAHead was built for {len(self.strides)} levels, got {len(features)}"
             )
         logits, distances = [], []
-        for feature, scale, stride in zip(features, self.scales, self.strides):
+        # Indexed, not zipped: TorchScript iterates a ModuleList only with a static length.
+        for level, scale in enumerate(self.scales):
+            feature, stride = features[level], self.strides[level]
             logits.append(self.cls_score(self.cls_subnet(feature)))
             raw = scale(self.bbox_pred(self.bbox_subnet(feature))).float()
             if self.norm_reg_targets:

@@ -1,5 +1,6 @@
 from typing import Dict, List
 
+import torch
 from torch import Tensor
 
 from detectron2.modeling import META_ARCH_REGISTRY, ProposalNetwork, build_backbone
@@ -20,6 +21,10 @@ class DSLADetector(ProposalNetwork):
     Input and output follow detectron2's models: ``batched_inputs`` from a ``DatasetMapper``; in
     training a dict of losses, in inference ``[{"instances": Instances}]`` with ``pred_boxes``,
     ``scores``, ``pred_classes`` in the original image size (``height``, ``width`` of each input).
+
+    Scripted with ``detectron2.export.scripting_with_instances`` (in eval mode), it returns, as
+    detectron2's scripted RetinaNet does, the ``Instances`` of each image in the coordinates of the
+    network input; ``detector_postprocess`` rescales them (``docs/deployment.md``).
     """
 
     @classmethod
@@ -47,6 +52,8 @@ class DSLADetector(ProposalNetwork):
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
         if self.training:
+            if torch.jit.is_scripting():
+                raise NotImplementedError("A scripted DSLADetector does inference only")
             if "instances" not in batched_inputs[0]:
                 raise ValueError("DSLA needs 'instances' in its inputs in training")
             gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
@@ -54,6 +61,8 @@ class DSLADetector(ProposalNetwork):
             return losses
 
         results, _ = self.proposal_generator(images, features)
+        if torch.jit.is_scripting():
+            return results
         processed_results = []
         for results_per_image, input_per_image, image_size in zip(
             results, batched_inputs, images.image_sizes

@@ -25,6 +25,9 @@ class DSLAProposalGenerator(nn.Module):
     as ``GeneralizedRCNN`` builds its first stage, it gives ``proposal_boxes``.
     """
 
+    # A constant to TorchScript, which then compiles the outputs of one role only.
+    two_stage: torch.jit.Final[bool]
+
     @configurable
     def __init__(
         self,
@@ -149,6 +152,23 @@ class DSLAProposalGenerator(nn.Module):
             "two_stage": two_stage,
         }
 
+    def __prepare_scriptable__(self):
+        # Called by torch.jit.script: without detectron2's patch, the compiler would fail deep in
+        # Instances.__init__.
+        if not getattr(Instances, "__torch_script_class__", False):
+            fields = (
+                "proposal_boxes: Boxes, objectness_logits: Tensor"
+                if self.two_stage
+                else "pred_boxes: Boxes, scores: Tensor, pred_classes: Tensor"
+            )
+            raise RuntimeError(
+                "DSLAProposalGenerator returns detectron2's Instances, which torch.jit.script "
+                "compiles only through detectron2.export.scripting_with_instances(model, fields), "
+                f"with the model in eval mode and fields {{{fields}}} (plus those of the rest of "
+                "the model). Or trace the model: tools/export_model.py (docs/deployment.md)."
+            )
+        return self
+
     def forward(
         self,
         images: ImageList,
@@ -159,7 +179,9 @@ class DSLAProposalGenerator(nn.Module):
         Args:
             images: the padded input batch.
             features: backbone features by name.
-            gt_instances: per image, ``gt_boxes`` and ``gt_classes`` (training only).
+            gt_instances: per image, ``gt_boxes`` and ``gt_classes`` (training only). With
+                ``two_stage``, ``gt_classes`` may be missing, as for detectron2's RPN: every box is
+                then of class 0.
 
         Returns:
             results: per image, Instances with ``pred_boxes``, ``scores``, ``pred_classes`` in the
@@ -168,7 +190,7 @@ class DSLAProposalGenerator(nn.Module):
             losses: ``loss_dsla_cls`` and ``loss_dsla_box`` in training; empty otherwise.
         """
         points, logits, distances = self.predict([features[f] for f in self.in_features])
-        losses = {}
+        losses: Dict[str, Tensor] = {}
         if self.training:
             if gt_instances is None:
                 raise ValueError("DSLA needs gt_instances in training")
@@ -178,12 +200,15 @@ class DSLAProposalGenerator(nn.Module):
             static, classes, box_targets = self.label_points(points, gt_instances)
             losses = self.losses(logits, distances, static, classes, box_targets)
             if not self.two_stage:
-                return [], losses
+                no_results: List[Instances] = []
+                return no_results, losses
         with torch.no_grad():
             results = self.inference(points, logits, distances, images.image_sizes)
         return results, losses
 
-    def make_points(self, sizes: List[Tuple[int, int]], device=None) -> List[Tensor]:
+    def make_points(
+        self, sizes: List[Tuple[int, int]], device: Optional[torch.device] = None
+    ) -> List[Tensor]:
         """
         The points of each level for feature maps of ``sizes`` ((Hi, Wi) per level).
 
@@ -205,7 +230,9 @@ class DSLAProposalGenerator(nn.Module):
             distances: one Tensor[N, Hi*Wi, 4] per level, in pixels.
         """
         logits, distances = self.head(features)
-        points = self.make_points([f.shape[-2:] for f in features], features[0].device)
+        points = self.make_points(
+            [(f.shape[-2], f.shape[-1]) for f in features], features[0].device
+        )
         # (N, C, H, W) -> (N, H*W, C), the order of `level_points`.
         logits = [x.flatten(2).transpose(1, 2) for x in logits]
         distances = [x.flatten(2).transpose(1, 2) for x in distances]
@@ -229,6 +256,7 @@ class DSLAProposalGenerator(nn.Module):
         )
         return cat(points), strides, ranges
 
+    @torch.jit.unused
     @torch.no_grad()
     def label_points(
         self, points: List[Tensor], gt_instances: List[Instances]
@@ -238,7 +266,9 @@ class DSLAProposalGenerator(nn.Module):
 
         Args:
             points: one Tensor[Hi*Wi, 2] per level.
-            gt_instances: per image, ``gt_boxes`` and ``gt_classes``.
+            gt_instances: per image, ``gt_boxes`` and ``gt_classes``; with ``two_stage``,
+                ``gt_boxes`` alone: a class-agnostic first stage, as detectron2's RPN, where every
+                box is of class 0.
 
         Returns:
             static: Tensor[N, R]: ``y_s``.
@@ -252,7 +282,7 @@ class DSLAProposalGenerator(nn.Module):
                 strides,
                 ranges,
                 inst.gt_boxes.tensor,
-                inst.gt_classes,
+                self._gt_classes(inst),
                 self.num_classes,
                 relaxation=self.interval_relaxation,
                 core_zone=self.core_zone,
@@ -263,6 +293,18 @@ class DSLAProposalGenerator(nn.Module):
         static, classes, box_targets = (torch.stack(x) for x in zip(*labels))
         return static, classes, box_targets
 
+    def _gt_classes(self, instances: Instances) -> Tensor:
+        if instances.has("gt_classes"):
+            return instances.gt_classes
+        if not self.two_stage:
+            raise ValueError(
+                "DSLA as a detector (two_stage=False) needs 'gt_classes' in its ground truth; got "
+                f"Instances with fields {sorted(instances.get_fields())}. Only as the first stage "
+                "of a two-stage detector (two_stage=True) does it learn from boxes alone."
+            )
+        return torch.zeros(len(instances), dtype=torch.long, device=instances.gt_boxes.device)
+
+    @torch.jit.unused
     def losses(
         self,
         logits: List[Tensor],
@@ -334,7 +376,7 @@ class DSLAProposalGenerator(nn.Module):
         Nothing here branches in Python on a data-dependent size, so a traced or exported model
         works at every input size.
         """
-        results = []
+        results: List[Instances] = []
         for img_idx, image_size in enumerate(image_sizes):
             boxes, scores, classes = self.image_candidates(
                 points, [x[img_idx] for x in logits], [x[img_idx] for x in distances], image_size
@@ -419,6 +461,7 @@ class DSLAProposalGenerator(nn.Module):
         return top_idx[top_pos], class_idx, top_scores[top_pos, class_idx]
 
 
+@torch.jit.unused
 def check_finite_predictions(logits: List[Tensor], distances: List[Tensor]) -> None:
     """
     Raise detectron2's ``FloatingPointError``, with the iteration, if a prediction is infinite or

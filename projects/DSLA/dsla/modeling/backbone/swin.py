@@ -161,6 +161,14 @@ class SwinTransformer(Backbone):
                 outputs[name] = self.out_norms[name](x).permute(0, 3, 1, 2).contiguous()
         return outputs
 
+    def __prepare_scriptable__(self):
+        raise RuntimeError(
+            "The Swin backbone (dsla.modeling.backbone.SwinTransformer) cannot be scripted: its "
+            "blocks run the detection Swin's forward as a function of timm's modules, and "
+            "TorchScript cannot pass a module to a function. Trace the model instead "
+            "(tools/export_model.py; docs/deployment.md)."
+        )
+
 
 @BACKBONE_REGISTRY.register()
 def build_dsla_swin_backbone(cfg, input_shape: ShapeSpec) -> SwinTransformer:

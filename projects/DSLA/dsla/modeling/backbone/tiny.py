@@ -3,9 +3,10 @@ A small from-scratch backbone for the quick start: trains on two CPU cores in mi
 pretrained weights to download.
 """
 
-from typing import List
+import copy
+from typing import Dict, List
 
-from torch import nn
+from torch import Tensor, nn
 
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
@@ -24,7 +25,7 @@ class TinyConvNet(Backbone):
     def __init__(self, in_channels: int, widths: List[int], norm: str = "BN", out_features=None):
         super().__init__()
         self._out_feature_strides, self._out_feature_channels = {}, {}
-        self.stage_names = []
+        self.stage_names, self.stages = [], []
         channels = in_channels
         for i, width in enumerate(widths, start=1):
             name = f"stage{i}"
@@ -44,6 +45,7 @@ class TinyConvNet(Backbone):
             )
             self.add_module(name, stage)
             self.stage_names.append(name)
+            self.stages.append(stage)
             self._out_feature_strides[name] = 2**i
             self._out_feature_channels[name] = width
             channels = width
@@ -57,15 +59,26 @@ class TinyConvNet(Backbone):
                 f"TinyConvNet has stages {self.stage_names}; unknown out_features {sorted(unknown)}"
             )
         last = max(self.stage_names.index(f) for f in self._out_features)
-        self.stage_names = self.stage_names[: last + 1]
+        # A tuple, static for scripting, as in detectron2's ResNet.
+        self.stage_names = tuple(self.stage_names[: last + 1])
+        self.stages = self.stages[: last + 1]
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Dict[str, Tensor]:
         outputs = {}
-        for name in self.stage_names:
-            x = getattr(self, name)(x)
+        for name, stage in zip(self.stage_names, self.stages):
+            x = stage(x)
             if name in self._out_features:
                 outputs[name] = x
         return outputs
+
+    def __prepare_scriptable__(self):
+        # TorchScript cannot iterate a Python list of modules (pytorch#36061): the scripted copy
+        # holds the stages in a ModuleList, as detectron2's patch of its ResNet does.
+        ret = copy.deepcopy(self)
+        ret.stages = nn.ModuleList(ret.stages)
+        for name in self.stage_names:
+            delattr(ret, name)
+        return ret
 
 
 @BACKBONE_REGISTRY.register()
