@@ -128,9 +128,23 @@ def test_timm_freeze_at_freezes_the_stem_and_stages_in_order():
     assert any(n.startswith("model.conv1.") for n in frozen)
     assert any(n.startswith("model.layer1.") for n in frozen)
     assert not any(n.startswith(("model.layer2.", "model.layer3.")) for n in frozen)
-    assert isinstance(model.model.bn1, FrozenBatchNorm2d)
+    assert type(model.model.bn1).__name__ == "FrozenBatchNorm2d"
     assert isinstance(model.model.layer2[0].bn1, nn.BatchNorm2d)
     assert _batch_norms(TimmBackbone(name="resnet18")) == []  # FrozenBN by default
+
+
+def test_timm_frozen_bn_computes_what_its_batch_norms_compute_in_eval_mode():
+    # EfficientNet's norms are timm's BatchNormAct2d (norm, then ReLU6): freezing them must keep
+    # the activation.
+    torch.manual_seed(0)
+    trained = TimmBackbone(name="tf_efficientnet_lite0", norm="BN").eval()
+    frozen = TimmBackbone(name="tf_efficientnet_lite0", norm="FrozenBN").eval()
+    missing, unexpected = frozen.load_state_dict(trained.state_dict(), strict=False)
+    assert not missing and all(k.endswith("num_batches_tracked") for k in unexpected)
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        a, b = trained(x), frozen(x)
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
 
 
 def test_timm_rejects_features_the_model_does_not_have():

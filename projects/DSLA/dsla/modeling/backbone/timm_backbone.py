@@ -11,13 +11,14 @@ import math
 from typing import Dict, Sequence
 
 import timm
+from timm.layers import freeze_batch_norm_2d
 from torch import Tensor, nn
 
-from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
+from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone
 
 from .fpn import build_dsla_fpn
-from .mobilenet import norm_layers
+from .mobilenet import NORMS
 
 __all__ = ["TimmBackbone", "build_dsla_timm_backbone", "build_dsla_timm_fpn_backbone"]
 
@@ -49,8 +50,9 @@ class TimmBackbone(Backbone):
             name: a timm model name with ``features_only`` support (e.g. ``"resnet50"``,
                 ``"tf_efficientnet_lite0"``, ``"convnext_tiny"``, ``"mobilenetv3_large_100"``).
             out_features: features by stride (see the class docstring).
-            norm: "FrozenBN" or "BN": whether the model's batch norms are fixed (see
-                :func:`dsla.modeling.backbone.mobilenet.norm_layers`).
+            norm: "FrozenBN" or "BN": whether the model's batch norms are fixed (statistics and
+                affine). timm's own freezing keeps the activation that its fused norm-activation
+                layers (``BatchNormAct2d``, e.g. EfficientNet's) apply after normalizing.
             freeze_at: 0 trains everything; k freezes every module up to and including the one that
                 gives timm's k-th feature (k = 1: the stem), as detectron2's ``FREEZE_AT``.
             in_chans: input channels.
@@ -77,7 +79,10 @@ class TimmBackbone(Backbone):
             out_indices=tuple(indices),
             **kwargs,
         )
-        self.model = norm_layers(self.model, norm)
+        if norm not in NORMS:
+            raise ValueError(f"Unknown backbone norm {norm!r}; expected one of {NORMS}")
+        if norm == "FrozenBN":
+            self.model = freeze_batch_norm_2d(self.model)
         # Swin and a few others give NHWC features; detectron2's FPN takes NCHW.
         self._nhwc = str(getattr(self.model, "output_fmt", "NCHW")).endswith("NHWC")
         info = self.model.feature_info
@@ -107,7 +112,7 @@ class TimmBackbone(Backbone):
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 parent_name, _, child_name = name.rpartition(".")
                 parent = self.model.get_submodule(parent_name) if parent_name else self.model
-                setattr(parent, child_name, FrozenBatchNorm2d.convert_frozen_batchnorm(module))
+                setattr(parent, child_name, freeze_batch_norm_2d(module))
 
     @property
     def size_divisibility(self) -> int:
