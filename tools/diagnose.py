@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """
-Why does a detector win or lose? Per ground truth, by size and FPN level: its positive points, their
-label mass (sum of y_s, y_d), the IoU of their decoded boxes and their score, and its recall among
-the pre-NMS candidates and the final detections; for one or several checkpoints of a DSLA or
+Why does a detector win or lose? Per ground truth, by size, aspect ratio and FPN level: its
+positive points, their label mass (sum of y_s, y_d), the IoU of their decoded boxes, their score
+and box loss, the IoU of its top-scored and best pre-NMS candidate and final detection, and its
+recall among the candidates and the detections; for one or several checkpoints of a DSLA or
 FCOS-baseline config.
 
     python tools/diagnose.py --config-file configs/DSLA/dsla_quickstart_shapes.yaml \\
@@ -10,8 +11,8 @@ FCOS-baseline config.
         --dataset shapes_val --num-images 64 --output output/diagnose/dsla MODEL.DEVICE cpu
 
 Without ``--weights`` the model of MODEL.WEIGHTS (random if empty) is measured. Writes
-``diagnosis.json``, ``diagnosis.md`` (one table per size bucket and per level, one row per
-checkpoint) and, for several checkpoints, ``over_training.png`` to ``--output``. Trailing ``KEY
+``diagnosis.json``, ``diagnosis.md`` (two tables per size or aspect bucket, one per level, one row
+per checkpoint) and, for several checkpoints, ``over_training.png`` to ``--output``. Trailing ``KEY
 VALUE`` pairs override the config.
 """
 
@@ -20,7 +21,7 @@ import logging
 
 from detectron2.utils.logger import setup_logger
 
-from dsla.analysis import DEFAULT_SIDE_EDGES, run_diagnosis, write_diagnosis
+from dsla.analysis import DEFAULT_ASPECT_EDGES, DEFAULT_SIDE_EDGES, run_diagnosis, write_diagnosis
 from dsla.data import add_dataset_arguments, register_datasets_from_args
 
 logger = logging.getLogger("dsla")
@@ -50,6 +51,13 @@ def argument_parser():
         help="edges of the max-side buckets at the network input, in pixels",
     )
     parser.add_argument(
+        "--aspect-edges",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_ASPECT_EDGES),
+        help="edges of the aspect-ratio buckets, max(w / h, h / w)",
+    )
+    parser.add_argument(
         "--output", required=True, help="directory for diagnosis.json, diagnosis.md and plots"
     )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
@@ -66,6 +74,7 @@ def main(args):
         opts=args.opts,
         side_edges=args.side_edges,
         batch_size=args.batch_size,
+        aspect_edges=args.aspect_edges,
     )
     for path in write_diagnosis(report, args.output):
         logger.info(f"Wrote {path}")

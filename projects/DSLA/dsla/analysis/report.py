@@ -20,9 +20,10 @@ from detectron2.modeling import build_model
 
 from ..config import get_dsla_cfg
 from ..data import DSLADatasetMapper
-from .diagnose import COCO_AREA_BUCKETS, diagnose_model
+from .diagnose import COCO_AREA_BUCKETS, DEFAULT_ASPECT_EDGES, diagnose_model
 
 __all__ = [
+    "DEFAULT_ASPECT_EDGES",
     "DEFAULT_SIDE_EDGES",
     "load_diagnosis_inputs",
     "run_diagnosis",
@@ -67,6 +68,7 @@ def run_diagnosis(
     opts: Sequence[str] = (),
     side_edges: Sequence[float] = DEFAULT_SIDE_EDGES,
     batch_size: int = 4,
+    aspect_edges: Sequence[float] = DEFAULT_ASPECT_EDGES,
 ) -> Dict:
     """
     Diagnose the model of ``config_file`` at each checkpoint of ``weights`` (none:
@@ -93,7 +95,7 @@ def run_diagnosis(
             {
                 "weights": path,
                 "iteration": iteration,
-                **diagnose_model(model, inputs, side_edges, batch_size),
+                **diagnose_model(model, inputs, side_edges, batch_size, aspect_edges),
             }
         )
     return {
@@ -102,6 +104,7 @@ def run_diagnosis(
         "dataset": dataset_name,
         "num_images": len(inputs),
         "side_edges": list(side_edges),
+        "aspect_edges": list(aspect_edges),
         "opts": list(opts),
         "checkpoints": rows,
     }
@@ -110,6 +113,8 @@ def run_diagnosis(
 def _fmt(value, percent: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    if isinstance(value, int):
+        return str(value)
     return f"{100 * value:.0f}%" if percent else f"{value:.2f}"
 
 
@@ -127,28 +132,64 @@ def _table(header: List[str], rows: List[List[str]]) -> List[str]:
     ]
 
 
+# The second table of each bucket and the box-loss columns of each level: (key, column, percent).
+LOCALIZATION_COLUMNS = (
+    ("top_candidate_iou", "top cand IoU", False),
+    ("best_candidate_iou", "best cand IoU", False),
+    ("top_candidate_iou50_share", "top cand ≥0.5", True),
+    ("top_candidate_iou75_share", "top cand ≥0.75", True),
+    ("top_detection_iou", "top det IoU", False),
+    ("best_detection_iou", "best det IoU", False),
+    ("top_detection_iou50_share", "top det ≥0.5", True),
+    ("top_detection_iou75_share", "top det ≥0.75", True),
+)
+BOX_LOSS_COLUMNS = (
+    ("box_loss_per_positive", "box loss / pos", False),
+    ("weighted_box_loss_per_positive", "y_s·loss / pos", False),
+    ("giou_loss_per_positive", "GIoU loss / pos", False),
+    ("box_weight_share", "box weight", True),
+)
+
+
+def _bucket_title(bucket: str) -> str:
+    area_bounds = {name: (lo, hi) for name, lo, hi in COCO_AREA_BUCKETS}
+    if bucket in area_bounds:
+        lo, hi = area_bounds[bucket]
+        return f"{bucket} (COCO: original area {math.sqrt(lo):g}² to {math.sqrt(hi):g}²)"
+    if bucket.startswith("side"):
+        return f"{bucket} (max side at the network input, px)"
+    if bucket.startswith("aspect"):
+        return f"{bucket} (max(w / h, h / w))"
+    return bucket
+
+
 def format_diagnosis(report: Dict) -> str:
-    """A Markdown text of ``report`` (from :func:`run_diagnosis`): a table per bucket and per level,
-    a row per checkpoint."""
+    """A Markdown text of ``report`` (from :func:`run_diagnosis`): two tables per bucket (positives
+    and labels; localization and box loss) and one per level, a row per checkpoint."""
     rows = report["checkpoints"]
     levels = list(rows[0]["levels"])
     per_level = "/".join(levels)
-    area_bounds = {name: (lo, hi) for name, lo, hi in COCO_AREA_BUCKETS}
     lines = [
         f"# Diagnosis of {report['meta_architecture']} ({report['config_file']})",
         "",
         f"{report['num_images']} images of `{report['dataset']}`, {rows[0]['num_gts']} ground "
-        "truths. Per ground "
-        "truth, averaged over the bucket: positives (`pos`), label mass `Σy_s`, `Σy_d` and the "
-        "largest label over its "
-        "positives (0 without positives); IoU of its positives' decoded boxes with it and their "
-        "score for its class "
-        "(over ground truths with positives); `r`: Pearson correlation of score and IoU over the "
-        "bucket's positive "
-        "points; recall: a box of its class with IoU >= 0.5 among the pre-NMS candidates / the "
-        "final detections. "
-        "FCOS: its own matching, classification target 1 (y_s = y_d = 1), score sqrt(cls * "
-        "centerness).",
+        "truths. Per ground truth, averaged over the bucket: positives (`pos`), label mass `Σy_s`, "
+        "`Σy_d` and the largest label over its positives (0 without positives); IoU of its "
+        "positives' decoded boxes with it and their score for its class (over ground truths with "
+        "positives); `r`: Pearson correlation of score and IoU over the bucket's positive points; "
+        "recall: a box of its class with IoU >= 0.5 among the pre-NMS candidates / the final "
+        "detections. FCOS: its own matching, classification target 1 (y_s = y_d = 1), score "
+        "sqrt(cls * centerness).",
+        "",
+        "Localization: each candidate (detection) belongs to the ground truth of its class it "
+        "overlaps most; per ground truth the IoU of its top-scored candidate (detection) and the "
+        "best IoU among them, averaged over the ground truths that have one; `≥0.5`, `≥0.75`: the "
+        "share of all the bucket's ground truths whose top-scored one reaches that IoU (what AP50 "
+        "and AP75 count). Box loss per positive point of the bucket: the model's own (DSLA: "
+        "`MODEL.DSLA.BOX_LOSS_TYPE`; FCOS: 1 - GIoU), unweighted and weighted by y_s as training "
+        "weights it, and 1 - GIoU for every model; `box weight`: the bucket's share of the box "
+        "loss's weight, Σy_s over its positives / Σy_s over all (FCOS: its share of the "
+        "positives).",
     ]
     header = [
         "iter",
@@ -168,14 +209,9 @@ def format_diagnosis(report: Dict) -> str:
         "recall cand",
         "recall final",
     ]
+    columns = LOCALIZATION_COLUMNS + BOX_LOSS_COLUMNS
     for bucket in rows[0]["buckets"]:
-        title = bucket
-        if bucket in area_bounds:
-            lo, hi = area_bounds[bucket]
-            title += f" (COCO: original area {math.sqrt(lo):g}² to {math.sqrt(hi):g}²)"
-        elif bucket.startswith("side"):
-            title += " (max side at the network input, px)"
-        table = []
+        table, second = [], []
         for row in rows:
             b = row["buckets"][bucket]
             table.append(
@@ -197,7 +233,10 @@ def format_diagnosis(report: Dict) -> str:
                     _fmt(b["recall_detections"], percent=True),
                 ]
             )
-        lines += ["", f"## {title}", "", *_table(header, table)]
+            second.append([_checkpoint_name(row), *(_fmt(b[k], p) for k, _, p in columns)])
+        lines += ["", f"## {_bucket_title(bucket)}", "", *_table(header, table)]
+        lines += ["", "Localization and box loss:", ""]
+        lines += _table(["iter", *(name for _, name, _ in columns)], second)
 
     header = [
         "iter",
@@ -208,6 +247,7 @@ def format_diagnosis(report: Dict) -> str:
         "mean IoU",
         "mean score",
         "r",
+        *(name for _, name, _ in BOX_LOSS_COLUMNS),
     ]
     for level in levels:
         table = []
@@ -228,6 +268,7 @@ def format_diagnosis(report: Dict) -> str:
                             "pearson_score_iou",
                         )
                     ),
+                    *(_fmt(s[k], p) for k, _, p in BOX_LOSS_COLUMNS),
                 ]
             )
         lines += ["", f"## level {level}", "", *_table(header, table)]
@@ -246,10 +287,13 @@ def plot_over_training(report: Dict, path: str):
         ("zero_pos_share", "share of GTs without positives"),
         ("recall_candidates", "recall, pre-NMS candidates"),
         ("recall_detections", "recall, final detections"),
+        ("top_candidate_iou", "IoU of the top-scored candidate"),
+        ("top_candidate_iou75_share", "share with top-scored candidate IoU >= 0.75"),
+        ("box_loss_per_positive", "box loss per positive"),
     ]
     # A Figure without pyplot: no GUI backend is chosen or changed for the caller.
-    fig = Figure(figsize=(13, 7))
-    axes = fig.subplots(2, 3)
+    fig = Figure(figsize=(13, 10))
+    axes = fig.subplots(3, 3)
     iterations = [r["iteration"] for r in rows]
     for ax, (key, title) in zip(axes.flat, panels):
         for bucket in ("all", *(name for name, _, _ in COCO_AREA_BUCKETS)):
