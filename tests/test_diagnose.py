@@ -1,5 +1,6 @@
 """dsla.analysis and tools/diagnose.py: per-GT positives and label mass, candidate selection,
-recall, top-scored and best IoU, aspect buckets, box loss per positive, the CLI."""
+recall, top-scored and best IoU, aspect buckets, box loss per positive, the CLI and the
+comparison."""
 
 import importlib.util
 import json
@@ -20,11 +21,13 @@ from detectron2.utils.events import EventStorage
 from dsla import smooth_label_targets
 from dsla.analysis import (
     ImageProbe,
+    compare_diagnoses,
     gt_recall,
     gt_top_and_best_iou,
     measure_image,
     probe_model,
     summarize,
+    write_diagnosis,
 )
 from dsla.losses import box_regression_loss
 from dsla.modeling import DSLAProposalGenerator
@@ -447,3 +450,52 @@ def test_fcos_box_loss_per_positive_is_detectron2_giou_loss_of_its_decoded_boxes
         bucket["box_loss_per_positive"]
     )
     assert bucket["box_loss_per_positive"] == pytest.approx(float(expected.mean()), rel=1e-5)
+
+
+def _report(summary, meta_architecture):
+    return {
+        "config_file": f"{meta_architecture}.yaml",
+        "meta_architecture": meta_architecture,
+        "dataset": "hand",
+        "num_images": 1,
+        "checkpoints": [{"weights": "", "iteration": 9, **summary}],
+    }
+
+
+def test_compare_puts_figures_side_by_side_with_the_difference(tmp_path, capsys):
+    _, first = _aspect_summary()
+    # B's candidate for B is exact (IoU 1), C's is missing.
+    _, second = _aspect_summary(ASPECT_CANDIDATES[:1] + [[30.0, 0.0, 70.0, 20.0]])
+    paths = []
+    for name, summary in (("DSLA", first), ("FCOS", second)):
+        write_diagnosis(_report(summary, name), str(tmp_path / name))
+        paths.append(str(tmp_path / name / "diagnosis.json"))
+
+    tool = _tool()
+    output = tmp_path / "comparison"
+    args = ["--compare", *paths, "--names", "DSLA", "FCOS", "--output", str(output)]
+    text = tool.main(tool.argument_parser().parse_args(args))
+    assert capsys.readouterr().out == text == (output / "comparison.md").read_text()
+    assert text.startswith("# DSLA vs FCOS")
+
+    def section(title):
+        return text.split(f"## {title}\n")[1].split("\n## ")[0]
+
+    assert "| figure | DSLA | FCOS | DSLA − FCOS |" in section("aspect 1.5-3 (max(w / h, h / w))")
+    assert "| top cand IoU | 0.75 | 1.00 | -0.25 |" in section("aspect 1.5-3 (max(w / h, h / w))")
+    thin = section("aspect 3-inf (max(w / h, h / w))")
+    assert "| GTs | 2 | 2 | +0 |" in thin
+    assert "| top cand ≥0.5 | 50% | 0% | +50 pp |" in thin
+    # FCOS has no candidate for C or D: no mean IoU, no difference.
+    assert "| top cand IoU | 0.50 | - | - |" in thin
+    assert "## level p3" in text
+
+    # Buckets of other edges are named, not compared.
+    _, other = _aspect_summary(aspect_edges=[3.0])
+    text = compare_diagnoses(_report(first, "DSLA"), _report(other, "FCOS"), ("DSLA", "FCOS"))
+    assert "Not in both diagnoses, not compared: aspect 1-1.5, aspect 1.5-3, aspect 1-3." in text
+    assert "## aspect 3-inf" in text
+
+    # Measuring still needs its config, dataset and output.
+    with pytest.raises(SystemExit):
+        tool.main(tool.argument_parser().parse_args(["--dataset", "shapes_val"]))

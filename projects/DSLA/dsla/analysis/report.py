@@ -1,7 +1,8 @@
 """
 The diagnosis of one config over its checkpoints (see :mod:`dsla.analysis.diagnose`): load the data
 as training sees it, measure each checkpoint, and write ``diagnosis.json``, ``diagnosis.md`` and,
-for several checkpoints, ``over_training.png``.
+for several checkpoints, ``over_training.png``; and the comparison of two diagnoses (DSLA and
+FCOS), bucket by bucket.
 """
 
 import json
@@ -29,6 +30,8 @@ __all__ = [
     "run_diagnosis",
     "format_diagnosis",
     "write_diagnosis",
+    "load_diagnosis",
+    "compare_diagnoses",
 ]
 
 logger = logging.getLogger(__name__)
@@ -337,3 +340,88 @@ def write_diagnosis(report: Dict, output_dir: str) -> List[str]:
         paths.append(os.path.join(output_dir, "over_training.png"))
         plot_over_training(report, paths[-1])
     return paths
+
+
+def load_diagnosis(path: str) -> Dict:
+    """The report of :func:`run_diagnosis` as :func:`write_diagnosis` wrote it (nan as None)."""
+    with open(path) as f:
+        return json.load(f)
+
+
+# The figures :func:`compare_diagnoses` puts side by side: (key, name, percent).
+COMPARED_BUCKET_FIGURES = (
+    ("num_gts", "GTs", False),
+    ("zero_pos_share", "no positive", True),
+    ("pos_per_gt", "positives", False),
+    ("sum_y_s", "Σy_s", False),
+    ("sum_y_d", "Σy_d", False),
+    ("iou_mean", "IoU of positives", False),
+    ("score_mean", "score of positives", False),
+    ("pearson_score_iou", "r (score, IoU) of positives", False),
+    ("recall_candidates", "recall, candidates", True),
+    ("recall_detections", "recall, detections", True),
+    *LOCALIZATION_COLUMNS,
+    *BOX_LOSS_COLUMNS,
+)
+COMPARED_LEVEL_FIGURES = (
+    ("positives_per_image", "positives / image", False),
+    ("gts_with_positives_share", "GTs with positives", True),
+    ("mean_y_s", "mean y_s", False),
+    ("mean_iou", "mean IoU", False),
+    ("mean_score", "mean score", False),
+    *BOX_LOSS_COLUMNS,
+)
+
+
+def _difference(a, b, percent: bool) -> str:
+    if a is None or b is None or math.isnan(a) or math.isnan(b):
+        return "-"
+    # Shares differ by percentage points; an integer count by an integer.
+    if percent:
+        return f"{100 * (a - b):+.0f} pp"
+    return f"{a - b:+d}" if isinstance(a, int) and isinstance(b, int) else f"{a - b:+.2f}"
+
+
+def _compare_table(a: Dict, b: Dict, names: Sequence[str], figures) -> List[str]:
+    rows = [
+        [
+            name,
+            _fmt(a[key], percent),
+            _fmt(b[key], percent),
+            _difference(a[key], b[key], percent),
+        ]
+        for key, name, percent in figures
+        if key in a and key in b
+    ]
+    return _table(["figure", names[0], names[1], f"{names[0]} − {names[1]}"], rows)
+
+
+def compare_diagnoses(
+    report_a: Dict, report_b: Dict, names: Sequence[str] = ("A", "B"), checkpoint: int = -1
+) -> str:
+    """
+    A Markdown text that puts two diagnoses side by side (e.g. DSLA and FCOS on the same images),
+    with the difference, per bucket and per level, so that a gap in AP can be located by size and
+    aspect ratio. Each report (from :func:`run_diagnosis` or :func:`load_diagnosis`) contributes its
+    checkpoint of index ``checkpoint`` (the last by default); buckets and levels missing from one
+    are named, not compared.
+    """
+    rows = [report_a["checkpoints"][checkpoint], report_b["checkpoints"][checkpoint]]
+    lines = [f"# {names[0]} vs {names[1]}", ""]
+    for name, report, row in zip(names, (report_a, report_b), rows):
+        lines.append(
+            f"- {name}: {report['meta_architecture']} ({report['config_file']}), checkpoint "
+            f"{_checkpoint_name(row)}, {report['num_images']} images of `{report['dataset']}`, "
+            f"{row['num_gts']} ground truths"
+        )
+    for section, figures, title in (
+        ("buckets", COMPARED_BUCKET_FIGURES, _bucket_title),
+        ("levels", COMPARED_LEVEL_FIGURES, lambda level: f"level {level}"),
+    ):
+        a, b = rows[0][section], rows[1][section]
+        missing = [k for k in a if k not in b] + [k for k in b if k not in a]
+        if missing:
+            lines += ["", f"Not in both diagnoses, not compared: {', '.join(missing)}."]
+        for key in (k for k in a if k in b):
+            lines += ["", f"## {title(key)}", "", *_compare_table(a[key], b[key], names, figures)]
+    return "\n".join(lines) + "\n"
