@@ -1,39 +1,45 @@
 """
 Per ground truth measurements of a dense detector's label assignment and predictions, to find out
 where DSLA and detectron2's FCOS differ: how many positive points each ground truth gets on which
-level, how much label mass (``y_s``, ``y_d``) they carry, how well their boxes fit it and how the
-model scores them, and whether the ground truth survives the candidate selection and NMS.
+level, how much label mass (``y_s``, ``y_d``) they carry, how well their boxes fit it, what box
+loss they get and how the model scores them, how well its top-scored candidate and detection fit
+it, and whether the ground truth survives the candidate selection and NMS.
 
 For DSLA the positives are the points whose assigned box ``g*`` is the ground truth with
 ``y_s > 0`` (docs/method.md, "The label"), ``y_d = y_s * q`` as in training with the model's
-current predictions, and the score is the sigmoid of the logit of the ground truth's class. For
-detectron2's FCOS the positives are those of its own matching (``FCOSBaseline.match_anchors``); its
-classification target is 1, so ``y_s = y_d = 1``, and the score is its ranking score
-``sqrt(classification * centerness)``.
+current predictions, the score is the sigmoid of the logit of the ground truth's class and the
+box loss is the model's own (``box_regression_loss`` with its ``box_loss_type``), before the
+``y_s`` weight. For detectron2's FCOS the positives are those of its own matching
+(``FCOSBaseline.match_anchors``); its classification target is 1, so ``y_s = y_d = 1``, the score
+is its ranking score ``sqrt(classification * centerness)`` and the box loss its GIoU loss of the
+decoded boxes.
 """
 
 from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 import torch
+from fvcore.nn import giou_loss
 from torch import Tensor
 
 from detectron2.layers import cat
 from detectron2.structures import Boxes, pairwise_iou
 from detectron2.structures.boxes import matched_pairwise_iou
 
-from ..evaluation.score_iou import pearson, spearman
+from ..evaluation.score_iou import match_to_ground_truth, pearson, spearman
 from ..label_assignment import dynamic_smooth_labels
-from ..losses import paired_iou
+from ..losses import box_regression_loss, paired_iou
 from ..modeling import DSLAProposalGenerator, FCOSBaseline
 
 __all__ = [
     "COCO_AREA_BUCKETS",
+    "DEFAULT_ASPECT_EDGES",
     "ImageProbe",
     "coco_size_buckets",
-    "side_buckets",
+    "edge_buckets",
     "gt_point_statistics",
     "gt_recall",
+    "gt_top_and_best_iou",
     "probe_dsla",
     "probe_fcos",
     "probe_model",
@@ -49,6 +55,11 @@ COCO_AREA_BUCKETS = (
     ("large", 96.0**2, float("inf")),
 )
 
+# Aspect-ratio buckets, max(w / h, h / w): near-square objects, elongated ones, and those whose
+# short side is a third of the long one or less (the level chosen by the long side may then have
+# few points across the short one).
+DEFAULT_ASPECT_EDGES = (1.5, 3.0)
+
 
 class ImageProbe(NamedTuple):
     """
@@ -58,8 +69,14 @@ class ImageProbe(NamedTuple):
     pos_gt, pos_level: long Tensor[P]: the ground truth and the level of each positive point.
     y_s, y_d, ious, scores: Tensor[P]: static and dynamic label, IoU of the decoded prediction with
         its ground truth, and the model's score for the ground truth's class.
-    candidate_boxes, candidate_classes: Tensor[C, 4], long Tensor[C]: the pre-NMS candidates.
-    detection_boxes, detection_classes: Tensor[D, 4], long Tensor[D]: the final detections.
+    box_losses: Tensor[P]: the model's box loss of each positive, unweighted (DSLA: its
+        ``box_loss_type``; FCOS: ``1 - GIoU``). Training weights it by ``y_s``.
+    giou_losses: Tensor[P]: ``1 - GIoU`` of each positive, whatever the model trains with, so that
+        two models can be compared on one figure.
+    candidate_boxes, candidate_scores, candidate_classes: Tensor[C, 4], Tensor[C], long Tensor[C]:
+        the pre-NMS candidates, with the score inference ranks them by.
+    detection_boxes, detection_scores, detection_classes: Tensor[D, 4], Tensor[D], long Tensor[D]:
+        the final detections.
     """
 
     gt_boxes: Tensor
@@ -70,9 +87,13 @@ class ImageProbe(NamedTuple):
     y_d: Tensor
     ious: Tensor
     scores: Tensor
+    box_losses: Tensor
+    giou_losses: Tensor
     candidate_boxes: Tensor
+    candidate_scores: Tensor
     candidate_classes: Tensor
     detection_boxes: Tensor
+    detection_scores: Tensor
     detection_classes: Tensor
 
 
@@ -84,10 +105,11 @@ def coco_size_buckets(areas: Tensor) -> Tensor:
     return torch.bucketize(areas, edges, right=True)
 
 
-def side_buckets(max_sides: Tensor, edges: Sequence[float]) -> Tensor:
-    """long Tensor[M]: index ``i`` with ``edges[i-1] <= side < edges[i]`` (0 below ``edges[0]``)."""
-    edges = torch.as_tensor(list(edges), dtype=max_sides.dtype, device=max_sides.device)
-    return torch.bucketize(max_sides, edges, right=True)
+def edge_buckets(values: Tensor, edges: Sequence[float]) -> Tensor:
+    """long Tensor[M]: index ``i`` with ``edges[i-1] <= value < edges[i]`` (0 below ``edges[0]``)
+    for values Tensor[M]."""
+    edges = torch.as_tensor(list(edges), dtype=values.dtype, device=values.device)
+    return torch.bucketize(values, edges, right=True)
 
 
 def gt_point_statistics(
@@ -158,6 +180,43 @@ def gt_recall(
     return ((iou >= iou_threshold) & same_class).any(dim=1)
 
 
+def gt_top_and_best_iou(
+    gt_boxes: Tensor, gt_classes: Tensor, boxes: Tensor, scores: Tensor, classes: Tensor
+) -> Tuple[Tensor, Tensor]:
+    """
+    Per ground truth, the IoU of its top-scored box and the best IoU of its boxes, where each box
+    belongs to the ground truth of its class it overlaps most (as ``ScoreIoUEvaluator`` matches
+    detections, :func:`match_to_ground_truth`); a box that overlaps none belongs to none.
+
+    NMS keeps the top-scored box of an object, so the first IoU is the one AP sees; the gap to the
+    second is what a better ranking would gain.
+
+    Args:
+        gt_boxes: Tensor[M, 4]; gt_classes: long Tensor[M].
+        boxes: Tensor[D, 4]; scores: Tensor[D]; classes: long Tensor[D].
+
+    Returns:
+        top_iou, best_iou: Tensor[M], nan for a ground truth without boxes. With tied top scores the
+        best IoU among them counts, as in ``ScoreIoUEvaluator``.
+    """
+    device, num_gts = gt_boxes.device, len(gt_boxes)
+    ious, gt_index = match_to_ground_truth(boxes.float(), classes, gt_boxes.float(), gt_classes)
+    ious, gt_index = ious.to(device), gt_index.to(device)
+    matched = gt_index >= 0
+    ious, scores, gt_index = ious[matched], scores[matched].float(), gt_index[matched]
+
+    top_score = torch.full((num_gts,), -float("inf"), device=device)
+    top_score = top_score.scatter_reduce(0, gt_index, scores, "amax")
+    is_top = scores == top_score[gt_index]
+    # IoUs are >= 0, so 0 is a neutral start for the maxima.
+    zeros = torch.zeros(num_gts, device=device)
+    top_iou = zeros.scatter_reduce(0, gt_index[is_top], ious[is_top], "amax")
+    best_iou = zeros.scatter_reduce(0, gt_index, ious, "amax")
+    empty = torch.bincount(gt_index, minlength=num_gts) == 0
+    nan = torch.tensor(float("nan"), device=device)
+    return torch.where(empty, nan, top_iou), torch.where(empty, nan, best_iou)
+
+
 def _gt_instances(model, batched_inputs):
     return [x["instances"].to(model.device) for x in batched_inputs]
 
@@ -203,10 +262,11 @@ def probe_dsla(model, batched_inputs: List[dict]) -> List[ImageProbe]:
             torch.cat([xy - targets[:, :2], xy + targets[:, 2:]], dim=1), gt_boxes
         )
         y_s = static[i, pos]
-        ious = paired_iou(all_distances[i, pos].float(), targets)
+        pred = all_distances[i, pos].float()
+        ious = paired_iou(pred, targets)
         y_d = dynamic_smooth_labels(y_s, ious, pg.iou_coupling, pg.iou_only)
         scores = all_logits[i, pos].sigmoid().gather(1, classes[i, pos, None]).squeeze(1)
-        cand_boxes, _, cand_classes = pg.image_candidates(
+        cand_boxes, cand_scores, cand_classes = pg.image_candidates(
             points, [x[i] for x in logits], [x[i] for x in distances], image_size
         )
         det = detections[i]
@@ -220,9 +280,13 @@ def probe_dsla(model, batched_inputs: List[dict]) -> List[ImageProbe]:
                 y_d,
                 ious,
                 scores,
+                box_regression_loss(pred, targets, pg.box_loss_type),
+                box_regression_loss(pred, targets, "giou"),
                 cand_boxes.tensor,
+                cand_scores,
                 cand_classes,
                 det.pred_boxes.tensor,
+                det.scores,
                 det.pred_classes,
             )
         )
@@ -272,6 +336,8 @@ def probe_fcos(model: FCOSBaseline, batched_inputs: List[dict]) -> List[ImagePro
         pos_gt = matched[pos]
         boxes = model.box2box_transform.apply_deltas(cat(deltas)[pos], all_anchors[pos])
         ious = matched_pairwise_iou(Boxes(boxes), inst.gt_boxes[pos_gt])
+        # detectron2's FCOS box loss (_dense_box_regression_loss, "giou"), before its sum.
+        box_losses = giou_loss(boxes, inst.gt_boxes.tensor[pos_gt], reduction="none")
         scores = cat(rank_scores)[pos].gather(1, inst.gt_classes[pos_gt, None]).squeeze(1)
         ones = torch.ones_like(ious)
         candidates = model.decode_candidates(anchors, rank_scores, deltas, image_size)
@@ -286,9 +352,13 @@ def probe_fcos(model: FCOSBaseline, batched_inputs: List[dict]) -> List[ImagePro
                 ones,
                 ious,
                 scores,
+                box_losses,
+                box_losses,
                 candidates.pred_boxes.tensor,
+                candidates.scores,
                 candidates.pred_classes,
                 det.pred_boxes.tensor,
+                det.scores,
                 det.pred_classes,
             )
         )
@@ -322,18 +392,37 @@ def measure_image(
             image file; the COCO area buckets use the area in original pixels.
 
     Returns:
-        per_gt: ``area`` (original pixels), ``max_side`` (input pixels), the entries of
-            :func:`gt_point_statistics`, ``recall_candidates`` and ``recall_detections``; each [M,
-            ...].
-        per_point: ``gt``, ``level``, ``y_s``, ``y_d``, ``iou``, ``score`` of each positive; each
-            [P].
+        per_gt: ``area`` (original pixels), ``max_side`` (input pixels), ``aspect`` (``max(w / h, h
+            / w)``), the entries of :func:`gt_point_statistics`, ``recall_candidates`` and
+            ``recall_detections``, ``top_candidate_iou`` and ``best_candidate_iou`` (the pre-NMS
+            candidates), ``top_detection_iou`` and ``best_detection_iou`` (the final detections) of
+            :func:`gt_top_and_best_iou`; each [M, ...].
+        per_point: ``gt``, ``level``, ``y_s``, ``y_d``, ``iou``, ``score``, ``box_loss``,
+            ``giou_loss`` of each positive; each [P].
     """
     gt_boxes = probe.gt_boxes.float()
     widths, heights = gt_boxes[:, 2] - gt_boxes[:, 0], gt_boxes[:, 3] - gt_boxes[:, 1]
     scale = (original_size[0] / input_size[0]) * (original_size[1] / input_size[1])
+    max_sides, min_sides = torch.maximum(widths, heights), torch.minimum(widths, heights)
+    top_candidate_iou, best_candidate_iou = gt_top_and_best_iou(
+        gt_boxes,
+        probe.gt_classes,
+        probe.candidate_boxes,
+        probe.candidate_scores,
+        probe.candidate_classes,
+    )
+    top_detection_iou, best_detection_iou = gt_top_and_best_iou(
+        gt_boxes,
+        probe.gt_classes,
+        probe.detection_boxes,
+        probe.detection_scores,
+        probe.detection_classes,
+    )
     per_gt = {
         "area": widths * heights * scale,
-        "max_side": torch.maximum(widths, heights),
+        "max_side": max_sides,
+        # A degenerate box (a side of 0) is as elongated as can be.
+        "aspect": max_sides / min_sides.clamp(min=1e-6),
         **gt_point_statistics(
             len(gt_boxes),
             num_levels,
@@ -350,6 +439,10 @@ def measure_image(
         "recall_detections": gt_recall(
             gt_boxes, probe.gt_classes, probe.detection_boxes, probe.detection_classes
         ),
+        "top_candidate_iou": top_candidate_iou,
+        "best_candidate_iou": best_candidate_iou,
+        "top_detection_iou": top_detection_iou,
+        "best_detection_iou": best_detection_iou,
     }
     per_point = {
         "gt": probe.pos_gt,
@@ -358,6 +451,8 @@ def measure_image(
         "y_d": probe.y_d,
         "iou": probe.ious,
         "score": probe.scores,
+        "box_loss": probe.box_losses,
+        "giou_loss": probe.giou_losses,
     }
     return _to_numpy(per_gt), _to_numpy(per_point)
 
@@ -375,8 +470,25 @@ def _mean(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else float("nan")
 
 
+def _box_loss_summary(points: Dict[str, np.ndarray], on: np.ndarray, total_y_s: float) -> Dict:
+    """
+    The box-loss figures of the positive points ``on`` (bool [P]). Training divides the sum of
+    ``y_s * loss`` by the sum of ``y_s`` (FCOS: the sum of the losses by the number of positives),
+    so the weights of all positives add up to one either way; what ``y_s`` changes is how that
+    weight is shared out, which ``box_weight_share`` measures against ``total_y_s`` (the sum over
+    all positives of the diagnosis).
+    """
+    y_s, loss = points["y_s"][on].astype(np.float64), points["box_loss"][on]
+    return {
+        "box_loss_per_positive": _mean(loss),
+        "weighted_box_loss_per_positive": _mean(y_s * loss),
+        "giou_loss_per_positive": _mean(points["giou_loss"][on]),
+        "box_weight_share": float(y_s.sum() / total_y_s) if total_y_s > 0 else float("nan"),
+    }
+
+
 def _bucket_summary(
-    gts: Dict[str, np.ndarray], points: Dict[str, np.ndarray], mask: np.ndarray
+    gts: Dict[str, np.ndarray], points: Dict[str, np.ndarray], mask: np.ndarray, total_y_s: float
 ) -> Dict:
     num_pos = gts["num_pos"][mask]  # [G, L]
     total = num_pos.sum(axis=1)
@@ -404,11 +516,23 @@ def _bucket_summary(
     summary["spearman_score_iou"] = spearman(score, iou)
     summary["recall_candidates"] = _mean(gts["recall_candidates"][mask])
     summary["recall_detections"] = _mean(gts["recall_detections"][mask])
+    for kind in ("candidate", "detection"):
+        top = gts[f"top_{kind}_iou"][mask]
+        summary[f"top_{kind}_iou"] = _mean(top)
+        summary[f"best_{kind}_iou"] = _mean(gts[f"best_{kind}_iou"][mask])
+        # Over all the bucket's ground truths: one without a box (nan) counts as missed, as in AP.
+        for threshold in (50, 75):
+            summary[f"top_{kind}_iou{threshold}_share"] = _mean(top >= threshold / 100)
+    summary.update(_box_loss_summary(points, on_bucket, total_y_s))
     return summary
 
 
 def _level_summary(
-    gts: Dict[str, np.ndarray], points: Dict[str, np.ndarray], level: int, num_images: int
+    gts: Dict[str, np.ndarray],
+    points: Dict[str, np.ndarray],
+    level: int,
+    num_images: int,
+    total_y_s: float,
 ) -> Dict:
     on_level = points["level"] == level
     summary = {
@@ -418,7 +542,18 @@ def _level_summary(
     for key in ("y_s", "y_d", "iou", "score"):
         summary[f"mean_{key}"] = _mean(points[key][on_level])
     summary["pearson_score_iou"] = pearson(points["score"][on_level], points["iou"][on_level])
+    summary.update(_box_loss_summary(points, on_level, total_y_s))
     return summary
+
+
+def _edge_masks(prefix: str, values: np.ndarray, edges: Sequence[float], low: float) -> Dict:
+    """One bool mask per bucket of :func:`edge_buckets`, named ``"{prefix} {lo}-{hi}"``."""
+    index = edge_buckets(torch.from_numpy(values), edges).numpy()
+    bounds = [low, *edges, float("inf")]
+    return {
+        f"{prefix} {lo:g}-{hi:g}": index == i
+        for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))
+    }
 
 
 def summarize(
@@ -426,42 +561,47 @@ def summarize(
     per_point: List[Dict[str, np.ndarray]],
     level_names: Sequence[str],
     side_edges: Sequence[float],
+    aspect_edges: Sequence[float] = DEFAULT_ASPECT_EDGES,
 ) -> Dict:
     """
-    Aggregate the outputs of :func:`measure_image` over images: per size bucket (all, COCO small /
-    medium / large by original area, and by max side at the network input with ``side_edges``) and
-    per level. Means over ground truths; IoU and score means only over the ground truths that have
-    positives; the correlations over the positive points of the bucket or level.
+    Aggregate the outputs of :func:`measure_image` over images: per bucket (all, COCO small /
+    medium / large by original area, by max side at the network input with ``side_edges`` and by
+    aspect ratio ``max(w / h, h / w)`` with ``aspect_edges``) and per level. Means over ground
+    truths; IoU and score means only over the ground truths that have positives (those of the top
+    and best candidate and detection over the ground truths that have one), the shares
+    ``top_*_iou{50,75}_share`` over all of them; the correlations and box losses over the positive
+    points of the bucket or level (see :func:`_box_loss_summary`).
     """
     offsets = np.cumsum([0] + [len(d["area"]) for d in per_gt])
     gts = {k: np.concatenate([d[k] for d in per_gt]) for k in per_gt[0]}
     points = {k: np.concatenate([d[k] for d in per_point]) for k in per_point[0]}
     points["gt"] = np.concatenate([d["gt"] + offset for d, offset in zip(per_point, offsets)])
+    total_y_s = float(points["y_s"].astype(np.float64).sum())
 
     coco = coco_size_buckets(torch.from_numpy(gts["area"])).numpy()
-    sides = side_buckets(torch.from_numpy(gts["max_side"]), side_edges).numpy()
     masks = {"all": np.ones(len(coco), dtype=bool)}
     masks.update({name: coco == i for i, (name, _, _) in enumerate(COCO_AREA_BUCKETS)})
-    bounds = [0.0, *side_edges, float("inf")]
-    masks.update(
-        {
-            f"side {lo:g}-{hi:g}": sides == i
-            for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))
-        }
-    )
+    masks.update(_edge_masks("side", gts["max_side"], side_edges, low=0.0))
+    masks.update(_edge_masks("aspect", gts["aspect"], aspect_edges, low=1.0))
     return {
         "num_images": len(per_gt),
         "num_gts": int(offsets[-1]),
-        "buckets": {name: _bucket_summary(gts, points, mask) for name, mask in masks.items()},
+        "buckets": {
+            name: _bucket_summary(gts, points, mask, total_y_s) for name, mask in masks.items()
+        },
         "levels": {
-            name: _level_summary(gts, points, level, len(per_gt))
+            name: _level_summary(gts, points, level, len(per_gt), total_y_s)
             for level, name in enumerate(level_names)
         },
     }
 
 
 def diagnose_model(
-    model, inputs: List[dict], side_edges: Sequence[float], batch_size: int = 4
+    model,
+    inputs: List[dict],
+    side_edges: Sequence[float],
+    batch_size: int = 4,
+    aspect_edges: Sequence[float] = DEFAULT_ASPECT_EDGES,
 ) -> Dict:
     """
     Measure ``model`` (in eval mode) on mapped inputs with ``instances``, ``height`` and ``width``,
@@ -479,4 +619,4 @@ def diagnose_model(
             per_point.append(point)
     if not per_gt:
         raise ValueError("No images to diagnose")
-    return summarize(per_gt, per_point, level_names, side_edges)
+    return summarize(per_gt, per_point, level_names, side_edges, aspect_edges)

@@ -1,7 +1,8 @@
 """
 The diagnosis of one config over its checkpoints (see :mod:`dsla.analysis.diagnose`): load the data
 as training sees it, measure each checkpoint, and write ``diagnosis.json``, ``diagnosis.md`` and,
-for several checkpoints, ``over_training.png``.
+for several checkpoints, ``over_training.png``; and the comparison of two diagnoses (DSLA and
+FCOS), bucket by bucket.
 """
 
 import json
@@ -20,14 +21,17 @@ from detectron2.modeling import build_model
 
 from ..config import get_dsla_cfg
 from ..data import DSLADatasetMapper
-from .diagnose import COCO_AREA_BUCKETS, diagnose_model
+from .diagnose import COCO_AREA_BUCKETS, DEFAULT_ASPECT_EDGES, diagnose_model
 
 __all__ = [
+    "DEFAULT_ASPECT_EDGES",
     "DEFAULT_SIDE_EDGES",
     "load_diagnosis_inputs",
     "run_diagnosis",
     "format_diagnosis",
     "write_diagnosis",
+    "load_diagnosis",
+    "compare_diagnoses",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,6 +71,7 @@ def run_diagnosis(
     opts: Sequence[str] = (),
     side_edges: Sequence[float] = DEFAULT_SIDE_EDGES,
     batch_size: int = 4,
+    aspect_edges: Sequence[float] = DEFAULT_ASPECT_EDGES,
 ) -> Dict:
     """
     Diagnose the model of ``config_file`` at each checkpoint of ``weights`` (none:
@@ -93,7 +98,7 @@ def run_diagnosis(
             {
                 "weights": path,
                 "iteration": iteration,
-                **diagnose_model(model, inputs, side_edges, batch_size),
+                **diagnose_model(model, inputs, side_edges, batch_size, aspect_edges),
             }
         )
     return {
@@ -102,6 +107,7 @@ def run_diagnosis(
         "dataset": dataset_name,
         "num_images": len(inputs),
         "side_edges": list(side_edges),
+        "aspect_edges": list(aspect_edges),
         "opts": list(opts),
         "checkpoints": rows,
     }
@@ -110,6 +116,8 @@ def run_diagnosis(
 def _fmt(value, percent: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    if isinstance(value, int):
+        return str(value)
     return f"{100 * value:.0f}%" if percent else f"{value:.2f}"
 
 
@@ -127,28 +135,64 @@ def _table(header: List[str], rows: List[List[str]]) -> List[str]:
     ]
 
 
+# The second table of each bucket and the box-loss columns of each level: (key, column, percent).
+LOCALIZATION_COLUMNS = (
+    ("top_candidate_iou", "top cand IoU", False),
+    ("best_candidate_iou", "best cand IoU", False),
+    ("top_candidate_iou50_share", "top cand ≥0.5", True),
+    ("top_candidate_iou75_share", "top cand ≥0.75", True),
+    ("top_detection_iou", "top det IoU", False),
+    ("best_detection_iou", "best det IoU", False),
+    ("top_detection_iou50_share", "top det ≥0.5", True),
+    ("top_detection_iou75_share", "top det ≥0.75", True),
+)
+BOX_LOSS_COLUMNS = (
+    ("box_loss_per_positive", "box loss / pos", False),
+    ("weighted_box_loss_per_positive", "y_s·loss / pos", False),
+    ("giou_loss_per_positive", "GIoU loss / pos", False),
+    ("box_weight_share", "box weight", True),
+)
+
+
+def _bucket_title(bucket: str) -> str:
+    area_bounds = {name: (lo, hi) for name, lo, hi in COCO_AREA_BUCKETS}
+    if bucket in area_bounds:
+        lo, hi = area_bounds[bucket]
+        return f"{bucket} (COCO: original area {math.sqrt(lo):g}² to {math.sqrt(hi):g}²)"
+    if bucket.startswith("side"):
+        return f"{bucket} (max side at the network input, px)"
+    if bucket.startswith("aspect"):
+        return f"{bucket} (max(w / h, h / w))"
+    return bucket
+
+
 def format_diagnosis(report: Dict) -> str:
-    """A Markdown text of ``report`` (from :func:`run_diagnosis`): a table per bucket and per level,
-    a row per checkpoint."""
+    """A Markdown text of ``report`` (from :func:`run_diagnosis`): two tables per bucket (positives
+    and labels; localization and box loss) and one per level, a row per checkpoint."""
     rows = report["checkpoints"]
     levels = list(rows[0]["levels"])
     per_level = "/".join(levels)
-    area_bounds = {name: (lo, hi) for name, lo, hi in COCO_AREA_BUCKETS}
     lines = [
         f"# Diagnosis of {report['meta_architecture']} ({report['config_file']})",
         "",
         f"{report['num_images']} images of `{report['dataset']}`, {rows[0]['num_gts']} ground "
-        "truths. Per ground "
-        "truth, averaged over the bucket: positives (`pos`), label mass `Σy_s`, `Σy_d` and the "
-        "largest label over its "
-        "positives (0 without positives); IoU of its positives' decoded boxes with it and their "
-        "score for its class "
-        "(over ground truths with positives); `r`: Pearson correlation of score and IoU over the "
-        "bucket's positive "
-        "points; recall: a box of its class with IoU >= 0.5 among the pre-NMS candidates / the "
-        "final detections. "
-        "FCOS: its own matching, classification target 1 (y_s = y_d = 1), score sqrt(cls * "
-        "centerness).",
+        "truths. Per ground truth, averaged over the bucket: positives (`pos`), label mass `Σy_s`, "
+        "`Σy_d` and the largest label over its positives (0 without positives); IoU of its "
+        "positives' decoded boxes with it and their score for its class (over ground truths with "
+        "positives); `r`: Pearson correlation of score and IoU over the bucket's positive points; "
+        "recall: a box of its class with IoU >= 0.5 among the pre-NMS candidates / the final "
+        "detections. FCOS: its own matching, classification target 1 (y_s = y_d = 1), score "
+        "sqrt(cls * centerness).",
+        "",
+        "Localization: each candidate (detection) belongs to the ground truth of its class it "
+        "overlaps most; per ground truth the IoU of its top-scored candidate (detection) and the "
+        "best IoU among them, averaged over the ground truths that have one; `≥0.5`, `≥0.75`: the "
+        "share of all the bucket's ground truths whose top-scored one reaches that IoU (what AP50 "
+        "and AP75 count). Box loss per positive point of the bucket: the model's own (DSLA: "
+        "`MODEL.DSLA.BOX_LOSS_TYPE`; FCOS: 1 - GIoU), unweighted and weighted by y_s as training "
+        "weights it, and 1 - GIoU for every model; `box weight`: the bucket's share of the box "
+        "loss's weight, Σy_s over its positives / Σy_s over all (FCOS: its share of the "
+        "positives).",
     ]
     header = [
         "iter",
@@ -168,14 +212,9 @@ def format_diagnosis(report: Dict) -> str:
         "recall cand",
         "recall final",
     ]
+    columns = LOCALIZATION_COLUMNS + BOX_LOSS_COLUMNS
     for bucket in rows[0]["buckets"]:
-        title = bucket
-        if bucket in area_bounds:
-            lo, hi = area_bounds[bucket]
-            title += f" (COCO: original area {math.sqrt(lo):g}² to {math.sqrt(hi):g}²)"
-        elif bucket.startswith("side"):
-            title += " (max side at the network input, px)"
-        table = []
+        table, second = [], []
         for row in rows:
             b = row["buckets"][bucket]
             table.append(
@@ -197,7 +236,10 @@ def format_diagnosis(report: Dict) -> str:
                     _fmt(b["recall_detections"], percent=True),
                 ]
             )
-        lines += ["", f"## {title}", "", *_table(header, table)]
+            second.append([_checkpoint_name(row), *(_fmt(b[k], p) for k, _, p in columns)])
+        lines += ["", f"## {_bucket_title(bucket)}", "", *_table(header, table)]
+        lines += ["", "Localization and box loss:", ""]
+        lines += _table(["iter", *(name for _, name, _ in columns)], second)
 
     header = [
         "iter",
@@ -208,6 +250,7 @@ def format_diagnosis(report: Dict) -> str:
         "mean IoU",
         "mean score",
         "r",
+        *(name for _, name, _ in BOX_LOSS_COLUMNS),
     ]
     for level in levels:
         table = []
@@ -228,6 +271,7 @@ def format_diagnosis(report: Dict) -> str:
                             "pearson_score_iou",
                         )
                     ),
+                    *(_fmt(s[k], p) for k, _, p in BOX_LOSS_COLUMNS),
                 ]
             )
         lines += ["", f"## level {level}", "", *_table(header, table)]
@@ -246,10 +290,13 @@ def plot_over_training(report: Dict, path: str):
         ("zero_pos_share", "share of GTs without positives"),
         ("recall_candidates", "recall, pre-NMS candidates"),
         ("recall_detections", "recall, final detections"),
+        ("top_candidate_iou", "IoU of the top-scored candidate"),
+        ("top_candidate_iou75_share", "share with top-scored candidate IoU >= 0.75"),
+        ("box_loss_per_positive", "box loss per positive"),
     ]
     # A Figure without pyplot: no GUI backend is chosen or changed for the caller.
-    fig = Figure(figsize=(13, 7))
-    axes = fig.subplots(2, 3)
+    fig = Figure(figsize=(13, 10))
+    axes = fig.subplots(3, 3)
     iterations = [r["iteration"] for r in rows]
     for ax, (key, title) in zip(axes.flat, panels):
         for bucket in ("all", *(name for name, _, _ in COCO_AREA_BUCKETS)):
@@ -293,3 +340,88 @@ def write_diagnosis(report: Dict, output_dir: str) -> List[str]:
         paths.append(os.path.join(output_dir, "over_training.png"))
         plot_over_training(report, paths[-1])
     return paths
+
+
+def load_diagnosis(path: str) -> Dict:
+    """The report of :func:`run_diagnosis` as :func:`write_diagnosis` wrote it (nan as None)."""
+    with open(path) as f:
+        return json.load(f)
+
+
+# The figures :func:`compare_diagnoses` puts side by side: (key, name, percent).
+COMPARED_BUCKET_FIGURES = (
+    ("num_gts", "GTs", False),
+    ("zero_pos_share", "no positive", True),
+    ("pos_per_gt", "positives", False),
+    ("sum_y_s", "Σy_s", False),
+    ("sum_y_d", "Σy_d", False),
+    ("iou_mean", "IoU of positives", False),
+    ("score_mean", "score of positives", False),
+    ("pearson_score_iou", "r (score, IoU) of positives", False),
+    ("recall_candidates", "recall, candidates", True),
+    ("recall_detections", "recall, detections", True),
+    *LOCALIZATION_COLUMNS,
+    *BOX_LOSS_COLUMNS,
+)
+COMPARED_LEVEL_FIGURES = (
+    ("positives_per_image", "positives / image", False),
+    ("gts_with_positives_share", "GTs with positives", True),
+    ("mean_y_s", "mean y_s", False),
+    ("mean_iou", "mean IoU", False),
+    ("mean_score", "mean score", False),
+    *BOX_LOSS_COLUMNS,
+)
+
+
+def _difference(a, b, percent: bool) -> str:
+    if a is None or b is None or math.isnan(a) or math.isnan(b):
+        return "-"
+    # Shares differ by percentage points; an integer count by an integer.
+    if percent:
+        return f"{100 * (a - b):+.0f} pp"
+    return f"{a - b:+d}" if isinstance(a, int) and isinstance(b, int) else f"{a - b:+.2f}"
+
+
+def _compare_table(a: Dict, b: Dict, names: Sequence[str], figures) -> List[str]:
+    rows = [
+        [
+            name,
+            _fmt(a[key], percent),
+            _fmt(b[key], percent),
+            _difference(a[key], b[key], percent),
+        ]
+        for key, name, percent in figures
+        if key in a and key in b
+    ]
+    return _table(["figure", names[0], names[1], f"{names[0]} − {names[1]}"], rows)
+
+
+def compare_diagnoses(
+    report_a: Dict, report_b: Dict, names: Sequence[str] = ("A", "B"), checkpoint: int = -1
+) -> str:
+    """
+    A Markdown text that puts two diagnoses side by side (e.g. DSLA and FCOS on the same images),
+    with the difference, per bucket and per level, so that a gap in AP can be located by size and
+    aspect ratio. Each report (from :func:`run_diagnosis` or :func:`load_diagnosis`) contributes its
+    checkpoint of index ``checkpoint`` (the last by default); buckets and levels missing from one
+    are named, not compared.
+    """
+    rows = [report_a["checkpoints"][checkpoint], report_b["checkpoints"][checkpoint]]
+    lines = [f"# {names[0]} vs {names[1]}", ""]
+    for name, report, row in zip(names, (report_a, report_b), rows):
+        lines.append(
+            f"- {name}: {report['meta_architecture']} ({report['config_file']}), checkpoint "
+            f"{_checkpoint_name(row)}, {report['num_images']} images of `{report['dataset']}`, "
+            f"{row['num_gts']} ground truths"
+        )
+    for section, figures, title in (
+        ("buckets", COMPARED_BUCKET_FIGURES, _bucket_title),
+        ("levels", COMPARED_LEVEL_FIGURES, lambda level: f"level {level}"),
+    ):
+        a, b = rows[0][section], rows[1][section]
+        missing = [k for k in a if k not in b] + [k for k in b if k not in a]
+        if missing:
+            lines += ["", f"Not in both diagnoses, not compared: {', '.join(missing)}."]
+        for key in (k for k in a if k in b):
+            lines += ["", f"## {title(key)}", "", *_compare_table(a[key], b[key], names, figures)]
+    return "\n".join(lines) + "\n"
