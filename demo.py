@@ -21,12 +21,12 @@ import tqdm
 
 from detectron2.data import MetadataCatalog
 from detectron2.data.detection_utils import read_image
-from detectron2.engine import DefaultPredictor
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from dsla import get_dsla_cfg
+from dsla.checkpoint import Predictor
 from dsla.data import add_dataset_arguments, dataset_classes, register_datasets_from_args
 from dsla.engine import add_require_gpu_argument
 from dsla.tiled_inference import TiledPredictor
@@ -181,7 +181,7 @@ def main(argv=None):
         # A --register-coco dataset gets its class names only when loaded; read them from its JSON
         # instead.
         metadata.thing_classes = dataset_classes(dataset)
-    predictor = DefaultPredictor(cfg)
+    predictor = Predictor(cfg)
     if args.tile:
         predictor = TiledPredictor.from_config(predictor.model, cfg, args.tile, args.tile_overlap)
     if args.input:

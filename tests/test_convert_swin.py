@@ -1,7 +1,7 @@
 """
-dsla.checkpoint.convert_swin and tools/convert_swin_checkpoint.py: ImageNet Swin checkpoints
-(official release or timm) become a MODEL.WEIGHTS file that DetectionCheckpointer loads into the
-Swin detector.
+dsla.checkpoint.convert_swin and tools/convert_swin_checkpoint.py (the ImageNet converter with the
+Swin-S config): ImageNet Swin checkpoints (official release or timm) become a MODEL.WEIGHTS file
+that loads into the Swin detector.
 """
 
 import re
@@ -11,9 +11,9 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
+from dsla.checkpoint import AtomicCheckpointer
 from dsla.checkpoint.convert_swin import convert_swin_state_dict
 from tools import convert_swin_checkpoint
 
@@ -21,6 +21,8 @@ from conftest import load_config
 
 # Swin-T: Swin-S's layout with fewer blocks in stage 3, faster to build.
 TINY = "swin_tiny_patch4_window7_224"
+# The Swin-S config (the converter's default) with Swin-T, faster to build.
+TINY_OPTS = ["MODEL.SWIN.NAME", TINY]
 SWIN_CONFIG = "configs/DSLA/dsla_Swin_S_FPN_ms_3x.yaml"
 DROPPED = {"head.weight", "head.bias", "norm.weight", "norm.bias"}
 
@@ -54,7 +56,7 @@ def _timm_features_only(state_dict):
 @pytest.fixture(scope="module")
 def detector():
     """The Swin config's detector with Swin-T; only its names and shapes are used."""
-    return build_model(load_config(SWIN_CONFIG, ["MODEL.SWIN.NAME", TINY]))
+    return build_model(load_config(SWIN_CONFIG, TINY_OPTS))
 
 
 @pytest.mark.parametrize("layout", ["official", "timm", "timm_safetensors", "timm_features_only"])
@@ -73,12 +75,12 @@ def test_imagenet_checkpoint_loads_through_model_weights_into_the_whole_trunk(
         torch.save(
             imagenet_swin if layout == "timm" else _timm_features_only(imagenet_swin), source
         )
-    assert convert_swin_checkpoint.main([str(source), str(path)]) == 0
+    assert convert_swin_checkpoint.main([str(source), str(path), *TINY_OPTS]) == 0
 
     with torch.no_grad():
         for p in detector.backbone.bottom_up.parameters():
             p.fill_(float("nan"))
-    DetectionCheckpointer(detector).load(str(path))
+    AtomicCheckpointer(detector).load(str(path))
     loaded = torch.load(path)["model"]
     ours = detector.state_dict()
     trunk = {k for k in ours if k.startswith("backbone.bottom_up.") and ".out_norms." not in k}
@@ -104,5 +106,5 @@ def test_classifier_final_norm_and_foreign_keys_are_reported_not_converted(image
 def test_a_checkpoint_of_another_model_writes_nothing(tmp_path):
     source, output = tmp_path / "resnet.pth", tmp_path / "out.pth"
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, source)
-    assert convert_swin_checkpoint.main([str(source), str(output)]) == 1
+    assert convert_swin_checkpoint.main([str(source), str(output), *TINY_OPTS]) == 1
     assert not output.exists()

@@ -37,13 +37,13 @@ import os
 import matplotlib
 import numpy as np
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_test_loader
 from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 from dsla import get_dsla_cfg
+from dsla.checkpoint import AtomicCheckpointer
 from dsla.data import add_dataset_arguments, register_datasets_from_args
 from dsla.evaluation import ScoreIoUEvaluator, load_score_iou_pairs, summarize_score_iou
 from dsla.evaluation.score_iou import PAIRS_FILE_NAME
@@ -60,7 +60,7 @@ def run_model(config_file, weights, dataset_name, output_dir, opts, *, iou_thres
     cfg = get_dsla_cfg(config_file, [*opts, "MODEL.WEIGHTS", weights], freeze=True)
 
     model = build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    AtomicCheckpointer(model, allow_pickle=cfg.MODEL.WEIGHTS_ALLOW_PICKLE).load(cfg.MODEL.WEIGHTS)
     evaluator = ScoreIoUEvaluator(dataset_name, output_dir, iou_threshold=iou_threshold, topk=topk)
     inference_on_dataset(model, build_detection_test_loader(cfg, dataset_name), evaluator)
     return os.path.join(output_dir, PAIRS_FILE_NAME)

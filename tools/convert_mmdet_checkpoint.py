@@ -10,8 +10,8 @@ Convert the DSLA authors' mmdetection 2.x checkpoints to this project's detectro
 The config builds the target model (on the CPU, without loading weights); every key of the
 checkpoint that finds no place in it, and every parameter of the model that the checkpoint leaves
 unset, is reported. ``--strict`` makes either an error. The output, ``{"model": state_dict,
-"__author__": ...}``, loads with detectron2's ``DetectionCheckpointer`` (``MODEL.WEIGHTS``). The key
-mapping is in :mod:`dsla.checkpoint.convert_mmdet`.
+"__author__": ...}``, loads through ``MODEL.WEIGHTS``. The key mapping is in
+:mod:`dsla.checkpoint.convert_mmdet`.
 
 A checkpoint without ``backbone.`` / ``neck.`` / ``bbox_head.`` keys is an ImageNet backbone
 (torchvision's ``resnet101``, mmdetection's ``resnext101_64x4d``): it is converted into the
@@ -32,76 +32,48 @@ checkpoint gives wrong boxes under any other input normalization:
 All four put points at offset 0 and compute P6 from the P5 output.
 """
 
-import argparse
 import logging
 import sys
 
-import torch
-
-from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
-from dsla import get_dsla_cfg
 from dsla.checkpoint import convert_mmdet_state_dict, load_state_dict_file
+from dsla.checkpoint.converter import (
+    build_target_model,
+    converter_argument_parser,
+    parse_converter_args,
+    report_conversion,
+    save_conversion,
+)
 
 logger = logging.getLogger("dsla")
 
 
 def argument_parser():
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0].strip(),
-        epilog="Trailing KEY VALUE pairs override the config.",
-    )
-    parser.add_argument("input", metavar="IN.pth", help="mmdetection checkpoint")
-    parser.add_argument("output", metavar="OUT.pth", help="detectron2 checkpoint to write")
-    parser.add_argument(
-        "--config", required=True, help="config of the target model, e.g. configs/DSLA/...yaml"
-    )
+    parser = converter_argument_parser(__doc__.split("\n\n")[0].strip(), "mmdetection checkpoint")
     parser.add_argument(
         "--strict", action="store_true", help="fail if any key is unmatched or missing"
-    )
-    parser.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        help="load a checkpoint that holds arbitrary Python objects",
     )
     return parser
 
 
 def main(argv=None) -> int:
-    parser = argument_parser()
-    # Anything else is a KEY VALUE config override, in any position.
-    args, opts = parser.parse_known_args(argv)
-    unknown = [o for o in opts if o.startswith("--")]
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args = parse_converter_args(argument_parser(), argv)
     setup_logger(name="dsla")
-    cfg = get_dsla_cfg(args.config, opts)
-    # The target's names and shapes only: no device, no weights.
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
-    model = build_model(cfg)
-
+    cfg, model = build_target_model(args.config, args.opts)
     conversion = convert_mmdet_state_dict(
         load_state_dict_file(args.input, args.allow_pickle), model.state_dict()
     )
-    for key, reason in conversion.unmatched:
-        logger.warning(f"Unmatched checkpoint key {key}: {reason}")
-    for key in conversion.missing:
-        logger.warning(f"Model key not in the checkpoint: {key}")
+    report_conversion(conversion)
     logger.info(
-        f"Converted {len(conversion.state_dict)} tensors; {len(conversion.unmatched)} checkpoint "
-        "keys unmatched, "
-        f"{len(conversion.missing)} model keys missing. Inputs of this config: {cfg.INPUT.FORMAT}, "
-        f"PIXEL_MEAN {list(cfg.MODEL.PIXEL_MEAN)}, PIXEL_STD {list(cfg.MODEL.PIXEL_STD)}."
+        f"Inputs of this config: {cfg.INPUT.FORMAT}, PIXEL_MEAN {list(cfg.MODEL.PIXEL_MEAN)}, "
+        f"PIXEL_STD {list(cfg.MODEL.PIXEL_STD)}."
     )
     if args.strict and (conversion.unmatched or conversion.missing):
         logger.error("--strict: not writing a partial conversion")
         return 1
-    # Fails on a shape the model cannot take before anything is written.
-    model.load_state_dict(conversion.state_dict, strict=False)
     author = f"DSLA authors (mmdetection), converted from {args.input}"
-    torch.save({"model": conversion.state_dict, "__author__": author}, args.output)
-    logger.info(f"Wrote {args.output}")
+    save_conversion(conversion, model, args.output, author)
     return 0
 
 

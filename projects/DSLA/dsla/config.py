@@ -11,9 +11,10 @@ def add_dsla_config(cfg):
     """
     Add every config key of this project to ``cfg`` (detectron2's ``get_cfg()``): the DSLA head
     under ``cfg.MODEL.DSLA``, the FCOS baseline under ``cfg.MODEL.FCOS``, the backbones
-    (``MODEL.TINY_CONVNET``, ``MODEL.MOBILENET_V2``, ``MODEL.TIMM``, ``MODEL.SWIN``), the optimizer
-    (``SOLVER``) and the evaluation (``TEST``) keys. DSLA's defaults are those of the paper's R-50
-    model except the loss weights, which the R-50 config sets.
+    (``MODEL.TINY_CONVNET``, ``MODEL.MOBILENET_V2``, ``MODEL.TIMM``, ``MODEL.SWIN``), how
+    ``MODEL.WEIGHTS`` is read (``MODEL.WEIGHTS_ALLOW_PICKLE``), the optimizer (``SOLVER``) and the
+    evaluation (``TEST``) keys. DSLA's defaults are those of the paper's R-50 model except the loss
+    weights, which the R-50 config sets.
     """
     _C = cfg
     _C.MODEL.DSLA = CN()
@@ -61,6 +62,7 @@ def add_dsla_config(cfg):
     _add_fcos_config(cfg)
     _add_input_config(cfg)
     _add_backbone_config(cfg)
+    _add_weights_config(cfg)
     _add_solver_config(cfg)
     _add_test_config(cfg)
 
@@ -153,6 +155,13 @@ def _add_backbone_config(cfg):
     # Building a model reads no file any more; configs and command lines that still name this key
     # keep loading, with a warning that it is ignored.
     _C.register_deprecated_key("MODEL.SWIN.PRETRAINED_WEIGHTS")
+
+
+def _add_weights_config(cfg):
+    """How ``MODEL.WEIGHTS`` is read (:class:`dsla.checkpoint.AtomicCheckpointer`)."""
+    # Unpickle the file as detectron2 does, running any code it names, instead of as plain data
+    # (numpy arrays, tensors); only for a file one trusts (docs/security.md).
+    cfg.MODEL.WEIGHTS_ALLOW_PICKLE = False
 
 
 def _add_solver_config(cfg):

@@ -21,11 +21,12 @@ import torch
 from torch import Tensor, nn
 
 import detectron2.data.transforms as T
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, instantiate
 from detectron2.data.detection_utils import read_image
 from detectron2.export import TracingAdapter
 from detectron2.modeling import GeneralizedRCNN, build_model
+
+from .checkpoint import AtomicCheckpointer
 
 __all__ = [
     "FORMATS",
@@ -95,15 +96,17 @@ def build_model_and_sample_image(
     if isinstance(cfg, CfgNode):
         model = build_model(cfg)
         weights, input_format = cfg.MODEL.WEIGHTS, cfg.INPUT.FORMAT
+        allow_pickle = cfg.MODEL.WEIGHTS_ALLOW_PICKLE
         augmentations = [
             T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         ]
     else:
         model = instantiate(cfg.model).to(cfg.train.device)
         weights, input_format = cfg.train.init_checkpoint, cfg.dataloader.test.mapper.image_format
+        allow_pickle = cfg.train.get("init_checkpoint_allow_pickle", False)
         augmentations = instantiate(cfg.dataloader.test.mapper.augmentations)
     if weights:
-        DetectionCheckpointer(model).load(weights)
+        AtomicCheckpointer(model, allow_pickle=allow_pickle).load(weights)
     else:
         logger.warning("No weights given: exporting a model with random weights")
     image = load_sample_image(input_format, augmentations, sample_image)

@@ -17,9 +17,10 @@ import torch
 from torch import Tensor
 
 from detectron2.data import transforms as T
-from detectron2.engine import DefaultPredictor
 from detectron2.layers import batched_nms
 from detectron2.structures import Boxes, Instances
+
+from .checkpoint import Predictor
 
 __all__ = ["TiledPredictor", "merge_tile_detections", "predict_tiled", "tile_origins"]
 
@@ -201,5 +202,5 @@ def predict_tiled(
     The detections of the model of ``cfg`` (``MODEL.WEIGHTS``) on a large BGR image, in tiles
     (:meth:`TiledPredictor.from_config`).
     """
-    model = DefaultPredictor(cfg).model
+    model = Predictor(cfg).model
     return TiledPredictor.from_config(model, cfg, tile_size, overlap)(image)["instances"]

@@ -16,9 +16,10 @@ import tqdm
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
-from detectron2.engine import DefaultPredictor
 from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils.visualizer import Visualizer
+
+from .checkpoint import Predictor
 
 __all__ = [
     "contact_sheet",
@@ -226,14 +227,14 @@ def visualize_predictions(
     """
     metadata = MetadataCatalog.get(dataset)
     records = DatasetCatalog.get(dataset)[:num_images]
-    predictor = DefaultPredictor(cfg)
+    predictor = Predictor(cfg)
     os.makedirs(output_dir, exist_ok=True)
     paths, pictures = [], []
     for record in tqdm.tqdm(records, desc="visualizing", unit="img"):
         image = read_image(record["file_name"], format="RGB")
         detections = predictor(image[:, :, ::-1])["instances"].to(
             "cpu"
-        )  # DefaultPredictor takes BGR
+        )  # Predictor takes BGR, as DefaultPredictor
         picture = draw_ground_truth_and_detections(
             image, record.get("annotations", []), detections, metadata, threshold
         )

@@ -14,11 +14,11 @@ from typing import Dict, List, Sequence
 
 from matplotlib.figure import Figure
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import build_augmentation
 from detectron2.modeling import build_model
 
+from ..checkpoint import AtomicCheckpointer
 from ..config import get_dsla_cfg
 from ..data import DSLADatasetMapper
 from .diagnose import COCO_AREA_BUCKETS, DEFAULT_ASPECT_EDGES, diagnose_model
@@ -88,7 +88,8 @@ def run_diagnosis(
     model.eval()
     rows = []
     for path in list(weights) or [cfg.MODEL.WEIGHTS]:
-        checkpoint = DetectionCheckpointer(model).load(path) if path else {}
+        checkpointer = AtomicCheckpointer(model, allow_pickle=cfg.MODEL.WEIGHTS_ALLOW_PICKLE)
+        checkpoint = checkpointer.load(path) if path else {}
         iteration = _checkpoint_iteration(path, checkpoint) if path else None
         logger.info(
             f"Diagnosing {path or 'the initialized model'} on {len(inputs)} images of "

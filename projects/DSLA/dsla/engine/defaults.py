@@ -8,7 +8,6 @@ import json
 import os
 import weakref
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import (
     build_detection_test_loader,
     build_detection_train_loader,
@@ -80,7 +79,10 @@ class Trainer(DefaultTrainer):
         # Called by DefaultTrainer.__init__ before the hooks (PeriodicCheckpointer) take the
         # checkpointer.
         self.checkpointer = AtomicCheckpointer(
-            self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+            self.checkpointer.model,
+            self.cfg.OUTPUT_DIR,
+            allow_pickle=self.cfg.MODEL.WEIGHTS_ALLOW_PICKLE,
+            trainer=weakref.proxy(self),
         )
         ret = super().build_hooks()
         if self.cfg.TEST.BEST_CHECKPOINT_METRIC and self.cfg.TEST.EVAL_PERIOD > 0:
@@ -145,9 +147,9 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        AtomicCheckpointer(
+            model, cfg.OUTPUT_DIR, allow_pickle=cfg.MODEL.WEIGHTS_ALLOW_PICKLE
+        ).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)
     check_num_classes(cfg)
     trainer = Trainer(cfg)

@@ -4,8 +4,8 @@ Training and evaluation of a detectron2 LazyConfig (``configs/DSLA/*.py``), as d
 
 The config follows detectron2's layout: ``model``, ``dataloader.train``, ``dataloader.test``,
 ``dataloader.evaluator``, ``optimizer``, ``lr_multiplier`` and ``train`` (``output_dir``,
-``init_checkpoint``, ``max_iter``, ``eval_period``, ``log_period``, ``device``, ``checkpointer``,
-``amp.enabled``, ``ddp``).
+``init_checkpoint``, ``init_checkpoint_allow_pickle``, ``max_iter``, ``eval_period``,
+``log_period``, ``device``, ``checkpointer``, ``amp.enabled``, ``ddp``).
 """
 
 import logging
@@ -45,6 +45,12 @@ def setup_lazy(args):
     return cfg
 
 
+def _checkpointer(cfg, model, **kwargs):
+    # Configs written before the key existed read their checkpoint as data.
+    allow_pickle = cfg.train.get("init_checkpoint_allow_pickle", False)
+    return AtomicCheckpointer(model, cfg.train.output_dir, allow_pickle=allow_pickle, **kwargs)
+
+
 def _ddp(cfg, model):
     return create_ddp_model(model, cfg.train.device, **cfg.train.ddp)
 
@@ -76,7 +82,7 @@ def do_train(args, cfg):
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(
         model, train_loader, optimizer
     )
-    checkpointer = AtomicCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    checkpointer = _checkpointer(cfg, model, trainer=trainer)
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
@@ -106,7 +112,5 @@ def lazy_main(args):
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
     model = _ddp(cfg, model)
-    AtomicCheckpointer(model, cfg.train.output_dir).resume_or_load(
-        cfg.train.init_checkpoint, resume=args.resume
-    )
+    _checkpointer(cfg, model).resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     return do_test(cfg, model)

@@ -237,7 +237,8 @@ def load_score_iou_pairs(path: str) -> Dict[str, np.ndarray]:
     ``image_index``, ``gt_index`` (one entry per detection) and ``iou_threshold``, ``topk``.
     """
     with PathManager.open(path, "rb") as f:
-        data = np.load(f)
+        # The pairs are plain arrays: a pickled object array would run code from the file.
+        data = np.load(f, allow_pickle=False)
         return {k: data[k] for k in data.files}
 
 

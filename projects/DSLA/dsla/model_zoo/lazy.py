@@ -194,6 +194,7 @@ def lazy_train(cfg: CfgNode) -> Dict[str, Any]:
     return dict(
         output_dir=cfg.OUTPUT_DIR,
         init_checkpoint=cfg.MODEL.WEIGHTS,
+        init_checkpoint_allow_pickle=cfg.MODEL.WEIGHTS_ALLOW_PICKLE,
         max_iter=cfg.SOLVER.MAX_ITER,
         amp=dict(enabled=cfg.SOLVER.AMP.ENABLED),
         ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),

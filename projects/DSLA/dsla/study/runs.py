@@ -18,9 +18,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.evaluation import inference_on_dataset
 
+from ..checkpoint import AtomicCheckpointer
 from ..config import get_dsla_cfg
 from ..data import check_num_classes, dataset_classes, model_num_classes, register_coco_datasets
 from ..engine import Trainer, default_argument_parser, final_metrics, setup
@@ -334,7 +334,7 @@ def evaluate_before_nms(run: StudyRun) -> Dict[str, float]:
     )
     cfg = get_dsla_cfg(resolve_config_file(run.config_file), opts, freeze=True)
     model = Trainer.build_model(cfg)
-    DetectionCheckpointer(model).load(weights)
+    AtomicCheckpointer(model).load(weights)
     evaluator = ScoreIoUEvaluator(
         run.dataset.test,
         os.path.join(run.output_dir, "inference_before_nms"),
