@@ -17,11 +17,14 @@ from dsla.solver import build_optimizer
 from conftest import load_config
 
 MODELS = [
-    "dsla_quickstart_shapes",
-    "dsla_R_50_FPN_1x",
-    "dsla_R_101_DCN_FPN_ms_2x",
-    "dsla_X_101_64x4d_DCN_FPN_ms_2x",
-    "dsla_Swin_S_FPN_ms_3x",
+    "DSLA/dsla_quickstart_shapes",
+    "DSLA/dsla_R_50_FPN_1x",
+    "DSLA/dsla_R_101_DCN_FPN_ms_2x",
+    "DSLA/dsla_X_101_64x4d_DCN_FPN_ms_2x",
+    "DSLA/dsla_Swin_S_FPN_ms_3x",
+    "DSLA/dsla_mobilenet_v2_trees",
+    "FCOS-Baseline/fcos_quickstart_shapes",
+    "FCOS-Baseline/fcos_mobilenet_v2_trees",
 ]
 
 
@@ -43,13 +46,13 @@ def _options(module):
 
 def _lazy(name, *overrides):
     return LazyConfig.apply_overrides(
-        LazyConfig.load(get_config_file(f"DSLA/{name}.py")), list(overrides)
+        LazyConfig.load(get_config_file(f"{name}.py")), list(overrides)
     )
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_lazyconfig_builds_the_network_and_solver_of_its_yaml(name):
-    cfg = load_config(f"configs/DSLA/{name}.yaml")
+    cfg = load_config(f"configs/{name}.yaml")
     lazy = _lazy(name)
     torch.manual_seed(0)
     yaml_model = build_model(cfg)
@@ -60,16 +63,25 @@ def test_lazyconfig_builds_the_network_and_solver_of_its_yaml(name):
     assert [n for n, p in lazy_model.named_parameters() if p.requires_grad] == [
         n for n, p in yaml_model.named_parameters() if p.requires_grad
     ]
-    # Same options (loss weights, label assignment, inference) in the head and proposal generator.
-    for module, yaml_module in [
-        (lazy_model.proposal_generator, yaml_model.proposal_generator),
-        (lazy_model.proposal_generator.head, yaml_model.proposal_generator.head),
-    ]:
+    # Same options (loss weights, label assignment, inference) in the head and proposal generator,
+    # or in detectron2's FCOS itself.
+    if hasattr(yaml_model, "proposal_generator"):
+        pairs = [
+            (lazy_model.proposal_generator, yaml_model.proposal_generator),
+            (lazy_model.proposal_generator.head, yaml_model.proposal_generator.head),
+        ]
+    else:
+        pairs = [(lazy_model, yaml_model)]
+    for module, yaml_module in pairs:
         options, yaml_options = _options(module), _options(yaml_module)
         assert options.keys() == yaml_options.keys() and len(options) >= 3
         for key, value in options.items():
             if isinstance(value, torch.Tensor):
                 torch.testing.assert_close(value, yaml_options[key])
+            elif type(value).__module__.startswith("detectron2"):  # e.g. FCOS's box transform
+                assert type(value) is type(yaml_options[key]) and vars(value) == vars(
+                    yaml_options[key]
+                ), key
             else:
                 assert value == yaml_options[key], key
     torch.testing.assert_close(lazy_model.pixel_mean, yaml_model.pixel_mean)
@@ -99,7 +111,7 @@ def test_lazyconfig_builds_the_network_and_solver_of_its_yaml(name):
         assert multiplier(it / max_iter) == pytest.approx(scheduler._multiplier(it / max_iter)), it
 
     assert lazy.dataloader.train.total_batch_size == cfg.SOLVER.IMS_PER_BATCH
-    released = get_config(f"DSLA/{name}.yaml")
+    released = get_config(f"{name}.yaml")
     assert (
         lazy.train.init_checkpoint == released.MODEL.WEIGHTS
         and lazy.train.output_dir == cfg.OUTPUT_DIR
@@ -140,7 +152,7 @@ def test_quickstart_lazyconfig_trains_a_step_and_evaluates_on_the_shapes_data(
     shapes_root, tmp_path
 ):
     lazy = _lazy(
-        "dsla_quickstart_shapes",
+        "DSLA/dsla_quickstart_shapes",
         f"train.output_dir={tmp_path}",
         "train.device=cpu",
         "dataloader.train.total_batch_size=2",

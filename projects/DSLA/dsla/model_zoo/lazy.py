@@ -22,12 +22,13 @@ from detectron2.data import (
 )
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone, build_backbone
+from detectron2.modeling.meta_arch.fcos import FCOSHead
 from detectron2.solver import WarmupParamScheduler
 
 from ..config import add_dsla_config
 from ..data import DSLADatasetMapper
 from ..evaluation import build_evaluator
-from ..modeling import DSLADetector, DSLAHead, DSLAProposalGenerator
+from ..modeling import DSLADetector, DSLAHead, DSLAProposalGenerator, FCOSBaseline
 from ..solver import get_param_groups, make_optimizer, optimizer_kwargs, param_group_kwargs
 
 __all__ = [
@@ -66,13 +67,25 @@ def build_backbone_from_keys(model_keys: Mapping, input_channels: int = 3) -> Ba
     return build_backbone(cfg, ShapeSpec(channels=input_channels))
 
 
+def _lazy_backbone(cfg: CfgNode):
+    return L(build_backbone_from_keys)(
+        model_keys={key: _plain(cfg.MODEL[key]) for key in BACKBONE_KEYS},
+        input_channels=len(cfg.MODEL.PIXEL_MEAN),
+    )
+
+
 def lazy_model(cfg: CfgNode):
-    """The ``DSLA`` detector that ``build_model(cfg)`` builds, as a LazyCall tree."""
+    """
+    The detector that ``build_model(cfg)`` builds, as a LazyCall tree: the ``DSLA`` detector, or
+    detectron2's FCOS as ``FCOSBaseline``.
+    """
+    if cfg.MODEL.META_ARCHITECTURE == "FCOSBaseline":
+        return _lazy_fcos(cfg)
     if cfg.MODEL.META_ARCHITECTURE != "DSLA" or cfg.MODEL.PROPOSAL_GENERATOR.NAME != "DSLA":
         raise ValueError(
-            "LazyConfigs are derived for the DSLA detector only, got MODEL.META_ARCHITECTURE "
-            f"{cfg.MODEL.META_ARCHITECTURE!r} with MODEL.PROPOSAL_GENERATOR.NAME "
-            f"{cfg.MODEL.PROPOSAL_GENERATOR.NAME!r}"
+            "LazyConfigs are derived for the DSLA detector and FCOSBaseline, got "
+            f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE!r} with "
+            f"MODEL.PROPOSAL_GENERATOR.NAME {cfg.MODEL.PROPOSAL_GENERATOR.NAME!r}"
         )
     # The FPN levels the head reads, without building the backbone.
     shapes = [
@@ -83,13 +96,43 @@ def lazy_model(cfg: CfgNode):
     )
     proposal_generator["head"] = L(DSLAHead)(**DSLAHead.from_config(cfg, shapes))
     return L(DSLADetector)(
-        backbone=L(build_backbone_from_keys)(
-            model_keys={key: _plain(cfg.MODEL[key]) for key in BACKBONE_KEYS},
-            input_channels=len(cfg.MODEL.PIXEL_MEAN),
-        ),
+        backbone=_lazy_backbone(cfg),
         proposal_generator=L(DSLAProposalGenerator)(**proposal_generator),
         pixel_mean=list(cfg.MODEL.PIXEL_MEAN),
         pixel_std=list(cfg.MODEL.PIXEL_STD),
+    )
+
+
+def _lazy_fcos(cfg: CfgNode):
+    """:class:`FCOSBaseline` as ``FCOSBaseline.from_config`` builds it, as a LazyCall tree."""
+    fcos = cfg.MODEL.FCOS
+    strides = {"p3": 8, "p4": 16, "p5": 32, "p6": 64, "p7": 128}
+    shapes = [
+        ShapeSpec(channels=cfg.MODEL.FPN.OUT_CHANNELS, stride=strides[f]) for f in fcos.IN_FEATURES
+    ]
+    return L(FCOSBaseline)(
+        backbone=_lazy_backbone(cfg),
+        head=L(FCOSHead)(
+            input_shape=shapes,
+            num_classes=fcos.NUM_CLASSES,
+            conv_dims=[cfg.MODEL.FPN.OUT_CHANNELS] * fcos.NUM_CONVS,
+            norm=fcos.HEAD_NORM,
+            prior_prob=fcos.PRIOR_PROB,
+        ),
+        head_in_features=list(fcos.IN_FEATURES),
+        num_classes=fcos.NUM_CLASSES,
+        regress_ranges=[tuple(r) for r in fcos.REGRESS_RANGES],
+        point_offset=fcos.POINT_OFFSET,
+        center_sampling_radius=fcos.CENTER_SAMPLING_RADIUS,
+        focal_loss_alpha=fcos.FOCAL_LOSS_ALPHA,
+        focal_loss_gamma=fcos.FOCAL_LOSS_GAMMA,
+        test_score_thresh=fcos.SCORE_THRESH_TEST,
+        test_topk_candidates=fcos.TOPK_CANDIDATES_TEST,
+        test_nms_thresh=fcos.NMS_THRESH_TEST,
+        max_detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+        pixel_mean=list(cfg.MODEL.PIXEL_MEAN),
+        pixel_std=list(cfg.MODEL.PIXEL_STD),
+        bbox_reg_init_bias=fcos.BBOX_REG_INIT_BIAS,
     )
 
 
