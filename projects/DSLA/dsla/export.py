@@ -1,13 +1,12 @@
 """
 Deployment: a DSLA detector traced to TorchScript or ONNX through detectron2's ``TracingAdapter``,
-    as detectron2's
-``tools/deploy/export_model.py`` does with ``--export-method tracing``, and the check that the
-exported model gives the eager model's detections.
+as detectron2's ``tools/deploy/export_model.py`` does with ``--export-method tracing``, and the
+check that the exported model gives the eager model's detections.
 
 The exported model takes one image, a float Tensor[3, H, W] of 0-255 pixels in the config's
 ``INPUT.FORMAT``, at any height and width, and returns the flattened ``Instances`` of detectron2's
 adapter: ``pred_boxes`` (Tensor[D, 4], XYXY in input pixels), ``pred_classes`` (Tensor[D]),
-    ``scores`` (Tensor[D]) and ``image_size`` (Tensor[2]).
+``scores`` (Tensor[D]) and ``image_size`` (Tensor[2]).
 """
 
 import logging

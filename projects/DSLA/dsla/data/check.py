@@ -64,10 +64,9 @@ def check_coco_dataset(
     Check a COCO-format instances file and its images.
 
     Errors: unparsable JSON, missing or unreadable images, image sizes that differ from the file,
-        annotations of
-    unknown images or categories, boxes that are malformed, non-finite, of non-positive size, or
-    (beyond one pixel of tolerance) outside the image. Warnings: images without annotations,
-    duplicate ids.
+    annotations of unknown images or categories, boxes that are malformed, non-finite, of
+    non-positive size, or (beyond one pixel of tolerance) outside the image. Warnings: images
+    without annotations, duplicate ids.
 
     Args:
         verify_images: decode every image fully (slower; catches truncated files), not just its

@@ -1,8 +1,7 @@
 """
 What the synthetic dataset families (:mod:`dsla.data.shapes`, :mod:`dsla.data.clutter`) have in
 common: drawing helpers (backgrounds, object textures, occlusion), and one writer, cache and
-    registration for a family described
-by a :class:`SyntheticFamily`.
+registration for a family described by a :class:`SyntheticFamily`.
 
 A family renders one image from ``numpy.random.default_rng([seed, i])``, so the same arguments give
 byte-identical images and json. Files under a family's ``root``::
@@ -447,12 +446,10 @@ def register_family(
     """
     Registers ``{name}_train`` and ``{name}_val`` in detectron2's catalogs. Nothing is generated
     here: a split is generated (or checked against its manifest and reused) when its dataset is
-        loaded. Calling this again
-    re-registers both datasets with the new arguments.
+    loaded. Calling this again re-registers both datasets with the new arguments.
 
     Each argument left as None is read from an environment variable (``NAME`` is the family's name
-    in capitals),
-    else takes the family's default:
+    in capitals), else takes the family's default:
 
     * root: ``$DSLA_NAME_ROOT``, else ``$DETECTRON2_DATASETS/dsla_name``, else
       ``./datasets/dsla_name``.

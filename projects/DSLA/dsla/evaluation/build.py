@@ -19,9 +19,8 @@ __all__ = ["build_evaluator"]
 def build_evaluator(cfg, dataset_name, output_folder=None):
     """
     The evaluator of a dataset's ``evaluator_type`` (its metadata), as detectron2's
-    ``tools/train_net.py`` picks
-    it: "coco", "lvis" or "pascal_voc"; with ``TEST.SCORE_IOU_EVAL`` also a
-        :class:`ScoreIoUEvaluator`.
+    ``tools/train_net.py`` picks it: "coco", "lvis" or "pascal_voc"; with ``TEST.SCORE_IOU_EVAL``
+    also a :class:`ScoreIoUEvaluator`.
     """
     if output_folder is None:
         output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)

@@ -109,11 +109,10 @@ def gt_pair_concordance(
     """
     How well scores rank each ground truth's detections by localization, independent of how many it
     has: for every pair of detections of the same ground truth (``group``) with different IoUs, 1 if
-        the higher-scored one
-    has the higher IoU, 0 if the lower-scored one has, 1/2 if their scores tie; averaged over each
-    ground truth's pairs, then over the ground truths that have such a pair. 1/2 is a score that
-    ignores localization, 1 a perfect ranking; nan when no ground truth has two detections of
-    different IoUs.
+    the higher-scored one has the higher IoU, 0 if the lower-scored one has, 1/2 if their scores
+    tie; averaged over each ground truth's pairs, then over the ground truths that have such a pair.
+    1/2 is a score that ignores localization, 1 a perfect ranking; nan when no ground truth has two
+    detections of different IoUs.
 
     Pairs are formed about ``max_pairs`` at a time (whole ground truths), so that thousands of
     detections of one image do not need memory quadratic in their number at once.
@@ -170,15 +169,14 @@ def summarize_score_iou(
 
     Returns:
         Floats: ``pearson``, ``spearman`` (score vs IoU over matched detections),
-            ``num_detections``,
-        ``num_matched_detections``, ``mean_matched_iou``, ``num_matched_gt`` (ground truths that are
-        the match of at least one matched detection), ``gt_top_score_not_best_iou`` (the fraction of
-        those whose highest-scored matched detection is less well localized than their
-        best-localized one; with tied top scores the best IoU among them counts),
-        ``gt_pair_concordance`` (:func:`gt_pair_concordance` of the matched detections: unlike the
-        fraction, it does not grow with the number of detections per ground truth),
-        ``mean_iou_top{k}``. Figures that are undefined (too few detections, constant scores) are
-        nan.
+        ``num_detections``, ``num_matched_detections``, ``mean_matched_iou``, ``num_matched_gt``
+        (ground truths that are the match of at least one matched detection),
+        ``gt_top_score_not_best_iou`` (the fraction of those whose highest-scored matched detection
+        is less well localized than their best-localized one; with tied top scores the best IoU
+        among them counts), ``gt_pair_concordance`` (:func:`gt_pair_concordance` of the matched
+        detections: unlike the fraction, it does not grow with the number of detections per ground
+        truth), ``mean_iou_top{k}``. Figures that are undefined (too few detections, constant
+        scores) are nan.
     """
     scores = np.asarray(scores, dtype=np.float64)
     ious = np.asarray(ious, dtype=np.float64)
