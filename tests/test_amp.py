@@ -62,14 +62,18 @@ def _batch():
 def test_losses_are_float32_and_finite_under_cpu_bfloat16_autocast(loss_dtypes):
     torch.manual_seed(0)
     model = build_model(load_config(QUICKSTART)).train()
-    head_dtypes = []
-    model.proposal_generator.head.register_forward_hook(
-        lambda m, i, out: head_dtypes.append(out[0][0].dtype)
+    tower_dtypes, head_dtypes = [], []
+    head = model.proposal_generator.head
+    head.cls_subnet.register_forward_hook(lambda m, i, out: tower_dtypes.append(out.dtype))
+    head.register_forward_hook(
+        lambda m, i, out: head_dtypes.append((out[0][0].dtype, out[1][0].dtype))
     )
 
     with EventStorage(), torch.autocast("cpu", dtype=torch.bfloat16):
         losses = model(_batch())
-    assert head_dtypes == [torch.bfloat16]  # autocast is on: the convolutions ran in bfloat16
+    # Autocast is on: the convolutions ran in bfloat16; the head's outputs are float32.
+    assert set(tower_dtypes) == {torch.bfloat16}
+    assert head_dtypes == [(torch.float32, torch.float32)]
     assert loss_dtypes["qfl"] == (torch.float32,) * 3
     assert loss_dtypes["box"] == (torch.float32,) * 3
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values()), losses
@@ -87,9 +91,10 @@ def test_inference_under_cpu_bfloat16_autocast_gives_finite_detections():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         instances = model([{"image": image, "height": 160, "width": 160}])[0]["instances"]
     assert len(instances) > 0
+    # float32 scores: bfloat16's 8 significant bits would tie the ranking of many detections.
+    assert instances.scores.dtype == instances.pred_boxes.tensor.dtype == torch.float32
     assert (
-        torch.isfinite(instances.pred_boxes.tensor.float()).all()
-        and torch.isfinite(instances.scores.float()).all()
+        torch.isfinite(instances.pred_boxes.tensor).all() and torch.isfinite(instances.scores).all()
     )
 
 

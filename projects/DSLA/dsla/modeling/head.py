@@ -32,7 +32,8 @@ class DSLAHead(nn.Module):
     per level.
 
     Distances are returned in input-image pixels: ``exp(scale * raw)``, or with
-    ``norm_reg_targets``, ``relu(scale * raw) * stride``.
+    ``norm_reg_targets``, ``relu(scale * raw) * stride``. Both outputs are float32 also under
+    autocast (the towers then run in bfloat16 or float16).
     """
 
     @configurable
@@ -117,8 +118,9 @@ class DSLAHead(nn.Module):
             features: one Tensor[N, C, Hi, Wi] per level, in the order of ``input_shape``.
 
         Returns:
-            logits: one Tensor[N, num_classes, Hi, Wi] per level.
-            distances: one Tensor[N, 4, Hi, Wi] per level: (l, t, r, b) in input pixels, all >= 0.
+            logits: one float32 Tensor[N, num_classes, Hi, Wi] per level.
+            distances: one float32 Tensor[N, 4, Hi, Wi] per level: (l, t, r, b) in input pixels,
+                all >= 0.
         """
         if len(features) != len(self.strides):
             raise ValueError(
@@ -128,7 +130,9 @@ class DSLAHead(nn.Module):
         # Indexed, not zipped: TorchScript iterates a ModuleList only with a static length.
         for level, scale in enumerate(self.scales):
             feature, stride = features[level], self.strides[level]
-            logits.append(self.cls_score(self.cls_subnet(feature)))
+            # float32 under autocast: the scores rank the detections (bfloat16's 8 significant bits
+            # would tie many of them) and the distances go through exp.
+            logits.append(self.cls_score(self.cls_subnet(feature)).float())
             raw = scale(self.bbox_pred(self.bbox_subnet(feature))).float()
             if self.norm_reg_targets:
                 distances.append(F.relu(raw) * stride)

@@ -197,8 +197,11 @@ class DSLAProposalGenerator(nn.Module):
             # Named before any box check (fvcore's GIoU asserts on NaN boxes), with detectron2's
             # exception and the iteration, as its trainer reports a non-finite loss.
             check_finite_predictions(logits, distances)
-            static, classes, box_targets = self.label_points(points, gt_instances)
-            losses = self.losses(logits, distances, static, classes, box_targets)
+            # Labels and losses are float32 math (IoUs, logs, normalizers) also under autocast,
+            # whose lower-precision ops (matmul-like) they must not meet.
+            with torch.autocast(points[0].device.type, enabled=False):
+                static, classes, box_targets = self.label_points(points, gt_instances)
+                losses = self.losses(logits, distances, static, classes, box_targets)
             if not self.two_stage:
                 no_results: List[Instances] = []
                 return no_results, losses
