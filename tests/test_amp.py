@@ -1,24 +1,36 @@
 """
-Mixed precision: under autocast the head runs in low precision while the DSLA losses are computed in
-float32; ``SOLVER.AMP.ENABLED`` trains on CUDA (detectron2's AMPTrainer is CUDA-only).
+Mixed precision: under autocast the head's towers run in low precision while its outputs, the DSLA
+labels and the losses are float32. ``SOLVER.AMP.ENABLED`` (LazyConfig ``train.amp.enabled``) trains
+with detectron2's AMPTrainer on CUDA and with bfloat16 autocast (CPUAMPTrainer) on the CPU, where it
+is refused on a CPU without bfloat16 instructions.
 """
 
 import json
 import math
+import os
+import platform
+import re
 
 import pytest
 import torch
 
+from detectron2.engine import AMPTrainer, SimpleTrainer
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
-from detectron2.utils.events import EventStorage
+from detectron2.utils.env import seed_all_rng
+from detectron2.utils.events import EventStorage, get_event_storage
 
 import dsla.modeling.proposal_generator as proposal_generator
 from dsla import engine
+from dsla.engine import amp
+from dsla.modeling import DSLAProposalGenerator
 
-from conftest import load_config
+from conftest import REPO_ROOT, load_config
 
 QUICKSTART = "configs/DSLA/dsla_quickstart_shapes.yaml"
+needs_cpu_bfloat16 = pytest.mark.skipif(
+    not amp.cpu_has_bfloat16(), reason="this CPU has no bfloat16 instructions"
+)
 
 
 @pytest.fixture
@@ -45,6 +57,20 @@ def loss_dtypes(monkeypatch):
         "box_regression_loss",
         recording("box", proposal_generator.box_regression_loss),
     )
+    return seen
+
+
+@pytest.fixture
+def autocast_in_forward(monkeypatch):
+    """Records, at each training forward of the DSLA head, whether CPU autocast was on."""
+    seen = []
+    check = proposal_generator.check_finite_predictions
+
+    def recording(*args):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return check(*args)
+
+    monkeypatch.setattr(proposal_generator, "check_finite_predictions", recording)
     return seen
 
 
@@ -123,13 +149,145 @@ def _train_args(tmp_path, device):
     )
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
-def test_amp_solver_option_needs_cuda(shapes_root, tmp_path):
-    # detectron2's AMPTrainer autocasts with torch.cuda.amp and asserts CUDA at the first step; AMP
-    # training on the CPU is not offered (the CPU test above covers the DSLA losses under CPU
-    # autocast).
-    with pytest.raises(AssertionError, match="CUDA is required for AMP training"):
-        engine.main(_train_args(tmp_path, "cpu"))
+def test_trainer_class_is_detectron2s_amp_trainer_on_cuda_and_bfloat16_autocast_on_the_cpu():
+    assert engine.trainer_class(False, "cpu") is SimpleTrainer
+    assert engine.trainer_class(False, "cuda") is SimpleTrainer
+    assert engine.trainer_class(True, "cuda:1") is AMPTrainer
+    if amp.cpu_has_bfloat16():
+        assert engine.trainer_class(True, "cpu") is engine.CPUAMPTrainer
+
+
+@pytest.mark.skipif(
+    platform.machine() != "x86_64" or not os.path.exists("/proc/cpuinfo"), reason="x86 Linux"
+)
+def test_cpu_bfloat16_check_follows_the_cpu_flags_not_onednn_emulation(monkeypatch):
+    with open("/proc/cpuinfo") as f:
+        flags = next(line for line in f if line.startswith("flags")).split()
+    has_flags = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert amp.cpu_has_bfloat16() == (torch.backends.mkldnn.is_available() and has_flags)
+
+    # An AVX-512 CPU without bfloat16 instructions: oneDNN would emulate bfloat16.
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert not amp.cpu_has_bfloat16()
+    with pytest.raises(RuntimeError, match=re.escape(amp.cpu_name())):
+        amp.check_cpu_bfloat16()
+
+
+def _amp_config(tmp_path, enabled, opts=()):
+    return load_config(
+        QUICKSTART,
+        [
+            "SOLVER.AMP.ENABLED",
+            str(enabled),
+            "SOLVER.MAX_ITER",
+            "4",
+            "SOLVER.IMS_PER_BATCH",
+            "4",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "DATASETS.TEST",
+            "()",
+            "OUTPUT_DIR",
+            str(tmp_path / f"out_amp_{enabled}"),
+            *opts,
+        ],
+    )
+
+
+def _train(cfg):
+    """Train ``cfg`` from seed 0 (weights, data order, augmentation); the losses of each
+    iteration."""
+    seed_all_rng(0)
+    trainer = engine.Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    history = trainer.storage.history
+    return {k: [v for v, _ in history(k).values()] for k in ("loss_dsla_cls", "loss_dsla_box")}
+
+
+@needs_cpu_bfloat16
+def test_cpu_amp_trains_in_bfloat16_with_finite_losses_close_to_float32(
+    shapes_root, tmp_path, loss_dtypes, autocast_in_forward
+):
+    fp32 = _train(_amp_config(tmp_path, False))
+    assert autocast_in_forward == [False] * 4
+    autocast_in_forward.clear()
+    bf16 = _train(_amp_config(tmp_path, True))
+    assert autocast_in_forward == [True] * 4
+    assert loss_dtypes["qfl"] == (torch.float32,) * 3
+    assert loss_dtypes["box"] == (torch.float32,) * 3
+    for name in fp32:
+        assert len(bf16[name]) == 4 and all(math.isfinite(v) for v in bf16[name])
+        # Same weights, data and augmentation, and the config's warm-up (as a run starts; at full
+        # learning rate AdamW's first steps amplify rounding differences within a few iterations).
+        assert bf16[name] == pytest.approx(fp32[name], rel=0.02), name
+    assert (tmp_path / "out_amp_True" / "model_final.pth").is_file()
+
+
+@needs_cpu_bfloat16
+def test_cpu_amp_keeps_detectron2s_non_finite_loss_check(shapes_root, tmp_path, monkeypatch):
+    losses = DSLAProposalGenerator.losses
+
+    def nan_at_iteration_2(self, *args, **kwargs):
+        out = losses(self, *args, **kwargs)
+        if get_event_storage().iter == 2:
+            out["loss_dsla_box"] = out["loss_dsla_box"] * float("nan")
+        return out
+
+    monkeypatch.setattr(DSLAProposalGenerator, "losses", nan_at_iteration_2)
+    with pytest.raises(FloatingPointError, match=r"Loss became infinite or NaN at iteration=2!"):
+        _train(_amp_config(tmp_path, True))
+
+
+def test_cpu_amp_without_bfloat16_is_refused_before_the_model_is_built(tmp_path, monkeypatch):
+    monkeypatch.setattr(amp, "cpu_has_bfloat16", lambda: False)
+
+    def build_model(cfg):
+        raise AssertionError("the model was built before the bfloat16 check")
+
+    monkeypatch.setattr(engine.Trainer, "build_model", staticmethod(build_model))
+    message = rf"SOLVER\.AMP\.ENABLED .*CPU \({re.escape(amp.cpu_name())}\) has no bfloat16"
+    with pytest.raises(RuntimeError, match=message):
+        engine.Trainer(_amp_config(tmp_path, True))
+
+
+def _lazy_args(tmp_path, *overrides):
+    return engine.default_argument_parser().parse_args(
+        [
+            "--config-file",
+            os.path.join(REPO_ROOT, "configs/DSLA/dsla_quickstart_shapes.py"),
+            f"train.output_dir={tmp_path / 'lazy'}",
+            "train.amp.enabled=True",
+            "train.max_iter=3",
+            "train.log_period=1",
+            "train.device=cpu",
+            "train.eval_period=0",
+            "dataloader.train.total_batch_size=2",
+            "dataloader.train.num_workers=0",
+            *overrides,
+        ]
+    )
+
+
+@needs_cpu_bfloat16
+def test_lazy_config_cpu_amp_trains_in_bfloat16_with_float32_losses(
+    shapes_root, tmp_path, loss_dtypes, autocast_in_forward
+):
+    engine.main(_lazy_args(tmp_path))
+    assert autocast_in_forward == [True] * 3
+    assert loss_dtypes["qfl"] == (torch.float32,) * 3
+    with open(tmp_path / "lazy" / "metrics.json") as f:
+        trained = [json.loads(line) for line in f if "loss_dsla_box" in line]
+    assert [m["iteration"] for m in trained] == [0, 1, 2]
+    assert all(math.isfinite(m["loss_dsla_cls"] + m["loss_dsla_box"]) for m in trained)
+    assert torch.load(tmp_path / "lazy" / "model_final.pth", weights_only=False)["iteration"] == 2
+
+
+def test_lazy_config_cpu_amp_without_bfloat16_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(amp, "cpu_has_bfloat16", lambda: False)
+    with pytest.raises(RuntimeError, match=r"train\.amp\.enabled.*has no bfloat16"):
+        engine.main(_lazy_args(tmp_path))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

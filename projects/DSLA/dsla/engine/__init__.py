@@ -5,6 +5,7 @@ Training and evaluation of DSLA: what detectron2 keeps in ``detectron2.engine`` 
 """
 
 from ..config import resolve_device
+from .amp import CPUAMPTrainer, check_cpu_bfloat16, cpu_has_bfloat16, trainer_class
 from .defaults import (
     Trainer,
     add_require_gpu_argument,
@@ -17,9 +18,12 @@ from .defaults import (
 from .lazy import do_test, do_train, setup_lazy
 
 __all__ = [
+    "CPUAMPTrainer",
     "Trainer",
     "add_require_gpu_argument",
     "build_evaluator",
+    "check_cpu_bfloat16",
+    "cpu_has_bfloat16",
     "default_argument_parser",
     "do_test",
     "do_train",
@@ -28,4 +32,5 @@ __all__ = [
     "resolve_device",
     "setup",
     "setup_lazy",
+    "trainer_class",
 ]

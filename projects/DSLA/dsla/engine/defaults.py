@@ -27,6 +27,7 @@ from ..data import (
 )
 from ..evaluation import build_evaluator
 from ..solver import build_optimizer
+from .amp import amp_trainer_for_default_trainer, trainer_class
 from .ddp import cpu_ddp_for_default_trainer
 from .lazy import lazy_main
 
@@ -67,13 +68,18 @@ class Trainer(DefaultTrainer):
     """
     detectron2's DefaultTrainer with the DSLA data mapper and optimizers (``SOLVER.OPTIMIZER``,
     full-model gradient clipping) and :func:`build_evaluator`. Checkpoints are written atomically,
-    the best one is kept with ``TEST.BEST_CHECKPOINT_METRIC``, and multi-process training also runs
-    on the CPU (GLOO).
+    the best one is kept with ``TEST.BEST_CHECKPOINT_METRIC``, and multi-process training (GLOO)
+    and mixed precision (``SOLVER.AMP.ENABLED``: bfloat16 autocast, :class:`CPUAMPTrainer`) also
+    run on the CPU.
     """
 
     def __init__(self, cfg):
+        # Chosen (and CPU AMP refused on a CPU without bfloat16) before the model and the data,
+        # which may have to be generated first, are built.
+        trainer_cls = trainer_class(cfg.SOLVER.AMP.ENABLED, cfg.MODEL.DEVICE)
         with cpu_ddp_for_default_trainer(cfg.MODEL.DEVICE):
-            super().__init__(cfg)
+            with amp_trainer_for_default_trainer(trainer_cls):
+                super().__init__(cfg)
 
     def build_hooks(self):
         # Called by DefaultTrainer.__init__ before the hooks (PeriodicCheckpointer) take the

@@ -12,8 +12,6 @@ import logging
 
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import (
-    AMPTrainer,
-    SimpleTrainer,
     default_setup,
     default_writers,
     hooks,
@@ -24,6 +22,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import AtomicCheckpointer
 from ..config import resolve_device
+from .amp import trainer_class
 from .ddp import create_ddp_model
 
 __all__ = ["do_test", "do_train", "setup_lazy"]
@@ -68,8 +67,12 @@ def do_test(cfg, model):
 
 
 def do_train(args, cfg):
-    """Train ``cfg.model`` with detectron2's SimpleTrainer (AMPTrainer with ``train.amp.enabled``)
-    and hooks."""
+    """
+    Train ``cfg.model`` with detectron2's SimpleTrainer and hooks; with ``train.amp.enabled``
+    detectron2's AMPTrainer on CUDA, :class:`CPUAMPTrainer` (bfloat16) on the CPU.
+    """
+    # Chosen (and CPU AMP refused on a CPU without bfloat16) before the model and data are built.
+    trainer_cls = trainer_class(cfg.train.amp.enabled, cfg.train.device)
     model = instantiate(cfg.model)
     logger.info(f"Model:\n{model}")
     model.to(cfg.train.device)
@@ -79,9 +82,7 @@ def do_train(args, cfg):
     train_loader = instantiate(cfg.dataloader.train)
 
     model = _ddp(cfg, model)
-    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(
-        model, train_loader, optimizer
-    )
+    trainer = trainer_cls(model, train_loader, optimizer)
     checkpointer = _checkpointer(cfg, model, trainer=trainer)
     trainer.register_hooks(
         [
