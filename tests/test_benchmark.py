@@ -61,3 +61,43 @@ def test_export_part_times_eager_torchscript_and_onnxruntime_and_checks_them(tmp
     assert all(row[f"{k}_s"] > 0 for k in ("eager", "torchscript", "onnx"))
     assert row["torchscript_matches_eager"] and row["onnx_matches_eager"]
     assert (tmp_path / "export_benchmark" / "quickstart" / "model.onnx").exists()
+
+
+def test_speed_part_times_the_cpu_options_against_fp32_in_one_process(tmp_path):
+    out = tmp_path / "speed.json"
+    benchmark.main(
+        [
+            "--quick",
+            "--parts",
+            "speed",
+            "--speed-configs",
+            "quickstart",
+            "--speed-workers",
+            "0",
+            "1",
+            "--output",
+            str(out),
+        ]
+    )
+    with open(out) as f:
+        speed = json.load(f)["speed"]
+    precisions = ["fp32", "bf16"] if speed["bf16_instructions"] else ["fp32"]
+    variants = {"fp32", "channels_last"} | (
+        {"bf16", "channels_last+bf16"} if speed["bf16_instructions"] else set()
+    )
+    for part in ("train", "inference"):
+        rows = {r["variant"]: r for r in speed["rows"] if r["part"] == part}
+        assert set(rows) == variants
+        assert rows["fp32"]["speedup"] == 1.0
+        for row in rows.values():
+            assert row["median_s"] > 0 and row["min_s"] <= row["median_s"]
+            assert row["speedup"] == pytest.approx(rows["fp32"]["median_s"] / row["median_s"])
+        if part == "train":
+            # Every variant's first step starts from the same weights on the same batch.
+            for row in rows.values():
+                assert row["first_loss"] == pytest.approx(rows["fp32"]["first_loss"], rel=0.02)
+    loader = [r for r in speed["rows"] if r["part"] == "loader"]
+    assert {(r["variant"], r["workers"]) for r in loader} == {
+        (p, w) for p in precisions for w in (0, 1)
+    }
+    assert all(r["iter_s"] > 0 and r["data_s"] >= 0 for r in loader)

@@ -7,8 +7,10 @@ assignment.
     python tools/benchmark.py --devices cuda --reps 10
     python tools/benchmark.py --quick               # seconds; for tests
     python tools/benchmark.py --parts export --reps 10 --output output/export_latency.json
+    python tools/benchmark.py --parts speed --reps 5 --output output/speed.json
 
-Four parts, each printed as a table and written to ``--output`` as JSON:
+The parts below (and the GPU check's ``amp`` and ``step``, ``docs/gpu.md``), each printed as a table
+and written to ``--output`` as JSON:
 
 1. ``models``: training step (forward + backward) and inference of DSLA R-50-FPN and FCOS R-50-FPN
    (``configs/DSLA/dsla_R_50_FPN_1x.yaml``, ``configs/FCOS-Baseline/fcos_R_50_FPN_1x.yaml``, random
@@ -23,6 +25,13 @@ Four parts, each printed as a table and written to ``--output`` as JSON:
    ONNX and run by onnxruntime with as many threads as torch; medians over ``--reps`` runs after two
    warm-ups (TorchScript optimizes the graph during its first runs). Each row also says whether the
    exported model's detections match the eager model's.
+5. ``speed`` (only when asked for): the CPU speed options side by side, alternating within the
+   process: the training step (through the trainer that training uses) of the quick start and the
+   real-images model at their training size and batch, and R-50 inference at 800x1333, in fp32
+   eager, bfloat16 autocast, channels_last and both (``--speed-compile`` adds torch.compile of the
+   backbone and head to the training steps), and quick-start training iterations with the real
+   loader and 0/1/2 workers; medians and minima over ``--reps`` runs after the warm-ups, and the
+   speed-up over fp32 eager.
 
 Peak memory is CUDA's ``max_memory_allocated`` on GPUs; on the CPU, the process's peak resident
 memory (``VmHWM``, reset before each run through ``/proc/self/clear_refs``) minus its resident
@@ -31,12 +40,14 @@ memory before the run.
 
 import argparse
 import functools
+import itertools
 import json
 import logging
 import math
 import multiprocessing as mp
 import os
 import statistics
+import tempfile
 import time
 import traceback
 import warnings
@@ -51,6 +62,9 @@ from detectron2.utils.logger import setup_logger
 
 import dsla
 from dsla import get_dsla_cfg
+from dsla.data import register_shapes_datasets
+from dsla.engine import Trainer, cpu_has_bfloat16, trainer_class
+from dsla.engine.amp import cpu_name
 from dsla.export import (
     FORMATS,
     ExportedModel,
@@ -60,6 +74,7 @@ from dsla.export import (
     measure_latency,
 )
 from dsla.modeling.proposal_generator import check_finite_predictions
+from dsla.solver import build_optimizer
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {
@@ -676,6 +691,312 @@ def _loss_path_syncs(model, batch, optimizer, device, row):
 
 
 # ---------------------------------------------------------------------------------------------
+# CPU speed options (--parts speed)
+
+# The training steps measured by default (name -> YAML; random weights, random inputs at the
+# config's training size and batch); any other YAML can be named with --speed-configs.
+SPEED_TRAIN_CONFIGS = {
+    "quickstart": "configs/DSLA/dsla_quickstart_shapes.yaml",
+    "trees": "configs/DSLA/dsla_mobilenet_v2_trees.yaml",
+}
+SPEED_INFERENCE_CONFIG = CONFIGS["DSLA"]
+# (variant, bfloat16 autocast, channels_last)
+SPEED_VARIANTS = [
+    ("fp32", False, False),
+    ("bf16", True, False),
+    ("channels_last", False, True),
+    ("channels_last+bf16", True, True),
+]
+# Iterations per loader block; the first is not timed (it takes what the workers prefetched while
+# the other blocks ran).
+SPEED_LOADER_STEPS = 7
+SPEED_COLUMNS = {
+    "train": (
+        "config size batch variant median_s min_s speedup speedup_min first_s first_loss peak_mb"
+    ).split(),
+    "inference": (
+        "config size variant median_s min_s speedup speedup_min detections peak_mb"
+    ).split(),
+    "loader": "config variant workers threads iter_s min_iter_s data_s speedup".split(),
+}
+
+
+def _speed_cfg(config_file, opts=()):
+    path = config_file if os.path.isabs(config_file) else os.path.join(REPO_ROOT, config_file)
+    return get_dsla_cfg(path, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
+
+
+def _speed_model(cfg, channels_last=False, compiled=False):
+    """The model of ``cfg`` with the weights of seed 0, in the memory format and compilation
+    asked."""
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if compiled:
+        # Only the tensor-to-tensor parts: the meta-architecture's ImageList and Instances, the
+        # label assignment and the post-processing stay eager.
+        model.backbone = torch.compile(model.backbone)
+        model.proposal_generator.head = torch.compile(model.proposal_generator.head)
+    return model
+
+
+def _train_input_size(cfg):
+    """(H, W) of a training input: the short side MIN_SIZE_TRAIN (largest), 4:3 up to
+    MAX_SIZE_TRAIN."""
+    short = max(cfg.INPUT.MIN_SIZE_TRAIN)
+    return short, min(cfg.INPUT.MAX_SIZE_TRAIN, round(short * 4 / 3))
+
+
+def _speed_trainer(model, cfg, data, bf16):
+    """The trainer that training uses (:func:`dsla.engine.trainer_class`), on ``data``."""
+    return trainer_class(bf16, "cpu")(model, data, build_optimizer(cfg, model))
+
+
+def _run_step(trainer):
+    with EventStorage(trainer.iter) as storage:
+        trainer.run_step()
+    trainer.iter += 1
+    return storage
+
+
+def _timed_alternating(fns, reps, warmup):
+    """
+    Wall times of each of ``fns`` (name -> fn()), alternating the names within each repetition so
+    that a slower or busier phase of the machine hits them alike.
+
+    Returns:
+        name -> {"runs": [seconds of each timed run], "first_s": the first run, "peak_mb"}
+    """
+    out = {name: {"runs": [], "peak_mb": 0.0} for name in fns}
+    for rep in range(warmup + reps):
+        for name, fn in fns.items():
+            result = {}
+            with measure("cpu", result):
+                fn()
+            if rep == 0:
+                out[name]["first_s"] = result["seconds"]
+            if rep >= warmup:
+                out[name]["runs"].append(result["seconds"])
+            out[name]["peak_mb"] = max(out[name]["peak_mb"], result["peak_mb"])
+    return out
+
+
+def _speed_rows(times, base, **fields):
+    """Rows with the median and min of each variant's runs and the speed-up over ``base``."""
+    rows = []
+    for name, t in times.items():
+        row = {**fields, "variant": name}
+        row["median_s"] = statistics.median(t["runs"])
+        row["min_s"] = min(t["runs"])
+        row["speedup"] = statistics.median(times[base]["runs"]) / row["median_s"]
+        row["speedup_min"] = min(times[base]["runs"]) / row["min_s"]
+        row["first_s"] = t["first_s"]
+        row["peak_mb"] = t["peak_mb"]
+        rows.append(row)
+        logger.info(json.dumps(row))
+    return rows
+
+
+def speed_train_step(name, config_file, variants, reps, size=None, batch_size=None):
+    """
+    One training step (forward, backward, optimizer step, through the trainer that training uses)
+    of ``config_file`` on a fixed random batch at its training size and batch, for each variant
+    ``(name, bf16, channels_last, compiled)``, alternating. Every variant starts from the same
+    weights; its first step's losses are in ``first_loss``.
+    """
+    cfg = _speed_cfg(config_file)
+    height, width = size or _train_input_size(cfg)
+    batch_size = batch_size or cfg.SOLVER.IMS_PER_BATCH
+    batch = make_batch(height, width, batch_size, num_classes=cfg.MODEL.DSLA.NUM_CLASSES)
+    trainers, first_loss = {}, {}
+    for variant, bf16, channels_last, compiled in variants:
+        model = _speed_model(cfg, channels_last, compiled)
+        trainers[variant] = _speed_trainer(model, cfg, itertools.repeat(batch), bf16)
+
+    def step(variant):
+        storage = _run_step(trainers[variant])
+        first_loss.setdefault(variant, storage.history("total_loss").latest())
+
+    times = _timed_alternating(
+        {v: functools.partial(step, v) for v in trainers}, reps, warmup=2 if reps > 1 else 1
+    )
+    rows = _speed_rows(
+        times, "fp32", part="train", config=name, size=f"{height}x{width}", batch=batch_size
+    )
+    for row in rows:
+        row["first_loss"] = first_loss[row["variant"]]
+    return rows
+
+
+def speed_inference(config_file, size, variants, reps):
+    """Inference of one ``size`` image through ``config_file`` (random weights), per variant
+    ``(name, bf16, channels_last)``, alternating; detections per image in ``detections``."""
+    cfg = _speed_cfg(config_file)
+    height, width = size
+    inputs = [{"image": make_batch(height, width, 1)[0]["image"], "height": height, "width": width}]
+    models, detections = {}, {}
+    for variant, bf16, channels_last in variants:
+        models[variant] = (_speed_model(cfg, channels_last).eval(), bf16)
+
+    @torch.no_grad()
+    def infer(variant):
+        model, bf16 = models[variant]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            detections[variant] = len(model(inputs)[0]["instances"])
+
+    times = _timed_alternating({v: functools.partial(infer, v) for v in models}, reps, warmup=1)
+    rows = _speed_rows(
+        times,
+        "fp32",
+        part="inference",
+        config=os.path.basename(config_file),
+        size=f"{height}x{width}",
+        batch=1,
+    )
+    for row in rows:
+        row["detections"] = detections[row["variant"]]
+    return rows
+
+
+def speed_loader(config_file, workers, threads, precisions, reps, num_images, steps, opts=()):
+    """
+    Training iterations of ``config_file`` (the quick start) with its train loader on a shapes
+    dataset of ``num_images`` images in a temporary directory: for each precision, number of loader
+    workers and number of torch threads, blocks of ``steps`` iterations, alternating; the first
+    iteration of a block is not timed (it takes what the workers prefetched while the other blocks
+    ran). ``iter_s`` is the median time of an iteration (data and step), ``data_s`` the median time
+    it waited for its batch (detectron2's ``data_time``); ``speedup`` is over fp32 with the
+    config's workers and torch's threads.
+    """
+    default_threads = torch.get_num_threads()
+    rows = []
+    with tempfile.TemporaryDirectory() as root:
+        register_shapes_datasets(root=root, num_train=num_images, num_val=1)
+        try:
+            cfg = _speed_cfg(config_file, opts)
+            base = ("fp32", cfg.DATALOADER.NUM_WORKERS, default_threads)
+            trainers = {}
+            for precision in precisions:
+                model = _speed_model(cfg)
+                for num_workers in workers:
+                    cfg_w = _speed_cfg(
+                        config_file, [*opts, "DATALOADER.NUM_WORKERS", str(num_workers)]
+                    )
+                    loader = Trainer.build_train_loader(cfg_w)
+                    trainer = _speed_trainer(model, cfg, loader, precision == "bf16")
+                    for num_threads in threads:
+                        trainers[(precision, num_workers, num_threads)] = trainer
+            data_times = {key: [] for key in trainers}
+
+            def block(key):
+                torch.set_num_threads(key[2])
+                for i in range(steps):
+                    storage = _run_step(trainers[key])
+                    if i > 0:
+                        data_times[key].append(storage.history("data_time").latest())
+
+            # One block is one "run": its time per timed iteration is what is compared.
+            times = _timed_alternating(
+                {key: functools.partial(block, key) for key in trainers}, reps, warmup=1
+            )
+            for key, t in times.items():
+                precision, num_workers, num_threads = key
+                iter_s = [s / steps for s in t["runs"]]
+                row = {
+                    "part": "loader",
+                    "config": os.path.basename(config_file),
+                    "variant": precision,
+                    "workers": num_workers,
+                    "threads": num_threads,
+                    "iter_s": statistics.median(iter_s),
+                    "min_iter_s": min(iter_s),
+                    "data_s": statistics.median(data_times[key]),
+                }
+                rows.append(row)
+            keys = [(r["variant"], r["workers"], r["threads"]) for r in rows]
+            base_s = rows[keys.index(base)]["iter_s"] if base in keys else rows[0]["iter_s"]
+            for row in rows:
+                row["speedup"] = base_s / row["iter_s"]
+                logger.info(json.dumps(row))
+            # Ends the loaders' worker processes before their dataset is deleted.
+            trainers.clear()
+        finally:
+            torch.set_num_threads(default_threads)
+            register_shapes_datasets()
+    return rows
+
+
+def benchmark_speed(args):
+    """
+    The CPU speed options side by side in this process (``--parts speed``): the training step of
+    each of ``--speed-configs`` and R-50 inference at ``--speed-inference-size``, fp32 eager
+    against bfloat16 autocast, channels_last and both (and torch.compile with
+    ``--speed-compile``), and the quick start's training iterations with 0/1/2 loader workers.
+    bfloat16 is left out on a CPU without bfloat16 instructions.
+    """
+    bf16 = cpu_has_bfloat16()
+    if not bf16:
+        logger.warning("This CPU has no bfloat16 instructions: measuring float32 variants only.")
+    variants = [v for v in SPEED_VARIANTS if bf16 or not v[1]]
+    train_variants = [(*v, False) for v in variants]
+    if args.speed_compile:
+        train_variants.append(("compile", False, False, True))
+        if bf16:
+            train_variants.append(("compile+bf16", True, False, True))
+    quick = args.quick
+    report = {
+        "cpu": cpu_name(),
+        "bf16_instructions": bf16,
+        "threads": torch.get_num_threads(),
+        "rows": [],
+    }
+    for name in args.speed_configs:
+        config_file = SPEED_TRAIN_CONFIGS.get(name, name)
+        report["rows"] += speed_train_step(
+            name,
+            config_file,
+            train_variants,
+            args.reps,
+            size=(128, 128) if quick else None,
+            batch_size=2 if quick else None,
+        )
+    inference_size = (128, 160) if quick else _hw(args.speed_inference_size)
+    report["rows"] += speed_inference(SPEED_INFERENCE_CONFIG, inference_size, variants, args.reps)
+    report["rows"] += speed_loader(
+        SPEED_TRAIN_CONFIGS["quickstart"],
+        args.speed_workers,
+        args.speed_threads or [torch.get_num_threads()],
+        ["fp32", "bf16"] if bf16 else ["fp32"],
+        args.reps,
+        num_images=4 if quick else 64,
+        steps=2 if quick else SPEED_LOADER_STEPS,
+        opts=["SOLVER.IMS_PER_BATCH", "2"] if quick else (),
+    )
+    return report
+
+
+def add_speed_arguments(parser):
+    group = parser.add_argument_group("--parts speed (CPU speed options)")
+    group.add_argument(
+        "--speed-configs",
+        nargs="+",
+        default=list(SPEED_TRAIN_CONFIGS),
+        help=f"training steps to time: names ({', '.join(SPEED_TRAIN_CONFIGS)}) or YAML files",
+    )
+    group.add_argument("--speed-inference-size", default="800x1333", help="HxW of R-50 inference")
+    group.add_argument("--speed-workers", nargs="+", type=int, default=[0, 1, 2])
+    group.add_argument(
+        "--speed-threads", nargs="+", type=int, default=None, help="default: torch's thread count"
+    )
+    group.add_argument(
+        "--speed-compile",
+        action="store_true",
+        help="also torch.compile (backbone and head) in the training steps: minutes of compilation",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # reporting
 
 
@@ -717,7 +1038,7 @@ def get_parser():
         "--parts",
         nargs="+",
         default=["models", "assignment", "profile"],
-        choices=["models", "assignment", "profile", "export", "amp", "step"],
+        choices=["models", "assignment", "profile", "export", "amp", "step", "speed"],
     )
     parser.add_argument(
         "--export-size", default="800x1333", help="HxW of the input in the export part"
@@ -756,7 +1077,16 @@ def get_parser():
     parser.add_argument(
         "--output", default="output/benchmark.json", help="JSON file for the results"
     )
+    add_speed_arguments(parser)
     return parser
+
+
+def print_speed(speed):
+    print(f"CPU speed options on {speed['cpu']}, {speed['threads']} threads")
+    for part, columns in SPEED_COLUMNS.items():
+        rows = [r for r in speed["rows"] if r["part"] == part]
+        if rows:
+            print(format_table(rows, columns))
 
 
 def _hw(text):
@@ -818,6 +1148,8 @@ def main(argv=None):
             export_dir,
             args.export_score_thresh,
         )
+    if "speed" in args.parts:
+        report["speed"] = benchmark_speed(args)
 
     if report["models"]:
         print(
@@ -876,6 +1208,8 @@ def main(argv=None):
             )
         )
     _print_gpu_check_tables(report)
+    if "speed" in report:
+        print_speed(report["speed"])
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(report, f, indent=2)
