@@ -709,14 +709,12 @@ SPEED_VARIANTS = [
 ]
 # Iterations per loader block; the first is not timed (it takes what the workers prefetched while
 # the other blocks ran).
-SPEED_LOADER_STEPS = 7
+SPEED_LOADER_STEPS = 5
 SPEED_COLUMNS = {
     "train": (
-        "config size batch variant median_s min_s speedup speedup_min first_s first_loss peak_mb"
+        "config size batch variant median_s min_s speedup speedup_min first_s first_loss"
     ).split(),
-    "inference": (
-        "config size variant median_s min_s speedup speedup_min detections peak_mb"
-    ).split(),
+    "inference": "config size variant median_s min_s speedup speedup_min detections".split(),
     "loader": "config variant workers threads iter_s min_iter_s data_s speedup".split(),
 }
 
@@ -766,19 +764,18 @@ def _timed_alternating(fns, reps, warmup):
     that a slower or busier phase of the machine hits them alike.
 
     Returns:
-        name -> {"runs": [seconds of each timed run], "first_s": the first run, "peak_mb"}
+        name -> {"runs": [seconds of each timed run], "first_s": the first run}
     """
-    out = {name: {"runs": [], "peak_mb": 0.0} for name in fns}
+    out = {name: {"runs": []} for name in fns}
     for rep in range(warmup + reps):
         for name, fn in fns.items():
-            result = {}
-            with measure("cpu", result):
-                fn()
+            start = time.perf_counter()
+            fn()
+            seconds = time.perf_counter() - start
             if rep == 0:
-                out[name]["first_s"] = result["seconds"]
+                out[name]["first_s"] = seconds
             if rep >= warmup:
-                out[name]["runs"].append(result["seconds"])
-            out[name]["peak_mb"] = max(out[name]["peak_mb"], result["peak_mb"])
+                out[name]["runs"].append(seconds)
     return out
 
 
@@ -792,7 +789,6 @@ def _speed_rows(times, base, **fields):
         row["speedup"] = statistics.median(times[base]["runs"]) / row["median_s"]
         row["speedup_min"] = min(times[base]["runs"]) / row["min_s"]
         row["first_s"] = t["first_s"]
-        row["peak_mb"] = t["peak_mb"]
         rows.append(row)
         logger.info(json.dumps(row))
     return rows
@@ -951,7 +947,7 @@ def benchmark_speed(args):
         "threads": torch.get_num_threads(),
         "rows": [],
     }
-    for name in args.speed_configs:
+    for name in args.speed_configs if "train" in args.speed_parts else ():
         config_file = SPEED_TRAIN_CONFIGS.get(name, name)
         report["rows"] += speed_train_step(
             name,
@@ -961,8 +957,11 @@ def benchmark_speed(args):
             size=(128, 128) if quick else None,
             batch_size=2 if quick else None,
         )
-    inference_size = (128, 160) if quick else _hw(args.speed_inference_size)
-    report["rows"] += speed_inference(SPEED_INFERENCE_CONFIG, inference_size, variants, args.reps)
+    if "inference" in args.speed_parts:
+        size = (128, 160) if quick else _hw(args.speed_inference_size)
+        report["rows"] += speed_inference(SPEED_INFERENCE_CONFIG, size, variants, args.reps)
+    if "loader" not in args.speed_parts:
+        return report
     report["rows"] += speed_loader(
         SPEED_TRAIN_CONFIGS["quickstart"],
         args.speed_workers,
@@ -978,6 +977,12 @@ def benchmark_speed(args):
 
 def add_speed_arguments(parser):
     group = parser.add_argument_group("--parts speed (CPU speed options)")
+    group.add_argument(
+        "--speed-parts",
+        nargs="+",
+        default=["train", "inference", "loader"],
+        choices=["train", "inference", "loader"],
+    )
     group.add_argument(
         "--speed-configs",
         nargs="+",
