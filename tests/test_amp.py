@@ -11,6 +11,7 @@ import os
 import platform
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,6 +25,7 @@ import dsla.modeling.proposal_generator as proposal_generator
 from dsla import engine
 from dsla.engine import amp
 from dsla.modeling import DSLAProposalGenerator
+from dsla.utils import precision
 
 from conftest import REPO_ROOT, load_config
 
@@ -241,7 +243,7 @@ def test_cpu_amp_keeps_detectron2s_non_finite_loss_check(shapes_root, tmp_path, 
 
 
 def test_cpu_amp_without_bfloat16_is_refused_before_the_model_is_built(tmp_path, monkeypatch):
-    monkeypatch.setattr(amp, "cpu_has_bfloat16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda: False)
 
     def build_model(cfg):
         raise AssertionError("the model was built before the bfloat16 check")
@@ -285,7 +287,7 @@ def test_lazy_config_cpu_amp_trains_in_bfloat16_with_float32_losses(
 
 
 def test_lazy_config_cpu_amp_without_bfloat16_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(amp, "cpu_has_bfloat16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda: False)
     with pytest.raises(RuntimeError, match=r"train\.amp\.enabled.*has no bfloat16"):
         engine.main(_lazy_args(tmp_path))
 
@@ -302,3 +304,77 @@ def test_amp_training_on_cuda_keeps_the_losses_in_float32(shapes_root, tmp_path,
         math.isfinite(m["loss_dsla_cls"]) and math.isfinite(m["loss_dsla_box"]) for m in trained
     )
     assert (tmp_path / "out" / "model_final.pth").is_file()
+
+
+def _detections(model, inputs):
+    with torch.no_grad():
+        return [out["instances"] for out in model.eval()(inputs)]
+
+
+def test_channels_last_models_give_the_detections_of_the_default_layout():
+    cfg = load_config(QUICKSTART, ["MODEL.DSLA.SCORE_THRESH_TEST", "0.0"])
+    torch.manual_seed(0)
+    plain = engine.Trainer.build_model(cfg)
+    cfg.defrost()
+    cfg.MODEL.CHANNELS_LAST = True
+    torch.manual_seed(0)
+    last = engine.Trainer.build_model(cfg)
+    conv = last.backbone.bottom_up.stage1[0]
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not plain.backbone.bottom_up.stage1[0].weight.is_contiguous(
+        memory_format=torch.channels_last
+    )
+    image = torch.randint(0, 255, (3, 160, 160), dtype=torch.uint8)
+    (a,), (b,) = _detections(plain, [{"image": image}]), _detections(last, [{"image": image}])
+    assert len(a) == len(b) > 0
+    assert torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1e-3)
+
+
+@needs_cpu_bfloat16
+def test_test_amp_evaluates_under_bfloat16_autocast_with_detections_close_to_float32(monkeypatch):
+    from dsla.checkpoint import Predictor
+
+    cfg = load_config(QUICKSTART, ["MODEL.DSLA.SCORE_THRESH_TEST", "0.0"])
+    image = np.random.default_rng(0).integers(0, 255, (160, 160, 3), dtype=np.uint8)
+    torch.manual_seed(0)
+    fp32 = Predictor(cfg)(image)["instances"]
+    cfg.defrost()
+    cfg.TEST.AMP.ENABLED = True
+    torch.manual_seed(0)
+    predictor = Predictor(cfg)
+    seen = []
+    head = predictor.model.proposal_generator.head
+    head.register_forward_hook(lambda m, i, o: seen.append(torch.is_autocast_cpu_enabled()))
+    bf16 = predictor(image)["instances"]
+    assert seen == [True]
+    assert len(bf16) > 0 and abs(len(bf16) - len(fp32)) <= max(2, len(fp32) // 10)
+    assert torch.allclose(bf16.scores[:5], fp32.scores[:5], atol=0.02)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    with pytest.raises(RuntimeError, match="bfloat16"):
+        predictor(image)
+
+
+def test_the_demos_train_in_bfloat16_where_the_cpu_has_it_unless_told_not_to(monkeypatch):
+    from dsla.engine import demo
+
+    seen = []
+
+    def main(args):
+        seen.append(list(args.opts))
+        raise StopIteration
+
+    monkeypatch.setattr(demo, "main", main)
+    for has_bf16, opts, expected in (
+        (True, [], ["SOLVER.AMP.ENABLED", "True"]),
+        (
+            True,
+            ["SOLVER.AMP.ENABLED", "False"],
+            ["SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.ENABLED", "False"],
+        ),
+        (False, [], []),
+    ):
+        monkeypatch.setattr(demo, "cpu_has_bfloat16", lambda h=has_bf16: h)
+        with pytest.raises(StopIteration):
+            demo.train_and_show(os.path.join(REPO_ROOT, QUICKSTART), "/tmp/unused", "cpu", opts)
+        assert seen[-1][4:] == expected

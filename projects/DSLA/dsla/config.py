@@ -176,7 +176,16 @@ def _add_solver_config(cfg):
 
 
 def _add_test_config(cfg):
-    """Evaluation keys: the best checkpoint and :class:`dsla.evaluation.ScoreIoUEvaluator`."""
+    """
+    Evaluation and inference keys: the best checkpoint, :class:`dsla.evaluation.ScoreIoUEvaluator`,
+    and inference in reduced precision; ``MODEL.CHANNELS_LAST`` (training and inference).
+    """
+    # The model's weights and activations in channels-last memory order, which oneDNN's CPU
+    # convolutions run faster (docs/benchmarks.md, "CPU speed options"); results are unchanged.
+    cfg.MODEL.CHANNELS_LAST = False
+    # Inference (evaluation, demo.py) under autocast: bfloat16 on the CPU (which needs its bfloat16
+    # instructions, as SOLVER.AMP.ENABLED does), float16 on CUDA.
+    cfg.TEST.AMP = CN({"ENABLED": False})
     # detectron2's BestCheckpointer after each evaluation (needs TEST.EVAL_PERIOD > 0); "" disables
     # it.
     cfg.TEST.BEST_CHECKPOINT_METRIC = ""  # e.g. "bbox/AP"

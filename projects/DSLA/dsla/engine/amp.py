@@ -7,12 +7,13 @@ under CPU autocast, which oneDNN runs on the CPU's bfloat16 matrix instructions.
 
 import contextlib
 import logging
-import platform
 import time
 
 import torch
 
 from detectron2.engine import AMPTrainer, SimpleTrainer, defaults
+
+from ..utils.precision import check_cpu_bfloat16, cpu_has_bfloat16, cpu_name
 
 __all__ = [
     "CPUAMPTrainer",
@@ -24,46 +25,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def cpu_has_bfloat16() -> bool:
-    """
-    Whether this CPU has the bfloat16 matrix instructions that oneDNN uses under CPU autocast:
-    AVX512-BF16 or AMX on x86, BF16 on Arm (``lscpu``: ``avx512_bf16``, ``amx_bf16``, ``bf16``).
-
-    oneDNN's own check (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) is the Arm answer, but on
-    x86 it also accepts AVX-512 CPUs without these instructions, where bfloat16 is emulated and
-    brings no speed-up; hence the instruction check there.
-    """
-    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
-        return False
-    if platform.machine().lower() in ("x86_64", "amd64"):
-        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return True
-
-
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def check_cpu_bfloat16() -> None:
-    """Raise a RuntimeError, naming the CPU and the option, if it cannot train in bfloat16."""
-    if not cpu_has_bfloat16():
-        raise RuntimeError(
-            "SOLVER.AMP.ENABLED (LazyConfig: train.amp.enabled) trains in bfloat16 on the CPU, but "
-            f"this CPU ({cpu_name()}) has no bfloat16 matrix instructions (AVX512-BF16 or AMX on "
-            "x86, BF16 on Arm; `lscpu` lists them as avx512_bf16, amx_bf16 or bf16), or PyTorch "
-            "was built without oneDNN. Without them bfloat16 is emulated and no faster than "
-            "float32: train with the option off (False), or on a GPU."
-        )
 
 
 class CPUAMPTrainer(SimpleTrainer):

@@ -8,6 +8,8 @@ import json
 import os
 import weakref
 
+import torch
+
 from detectron2.data import (
     build_detection_test_loader,
     build_detection_train_loader,
@@ -27,6 +29,7 @@ from ..data import (
 )
 from ..evaluation import build_evaluator
 from ..solver import build_optimizer
+from ..utils.precision import inference_autocast
 from .amp import amp_trainer_for_default_trainer, trainer_class
 from .ddp import cpu_ddp_for_default_trainer
 from .lazy import lazy_main
@@ -105,6 +108,19 @@ class Trainer(DefaultTrainer):
                 ),
             )
         return ret
+
+    @classmethod
+    def build_model(cls, cfg):
+        model = super().build_model(cfg)
+        if cfg.MODEL.CHANNELS_LAST:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """detectron2's evaluation, under autocast with ``TEST.AMP.ENABLED``."""
+        with inference_autocast(cfg.TEST.AMP.ENABLED, cfg.MODEL.DEVICE):
+            return super().test(cfg, model, evaluators)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -10,6 +10,8 @@ The config follows detectron2's layout: ``model``, ``dataloader.train``, ``datal
 
 import logging
 
+import torch
+
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import (
     default_setup,
@@ -22,6 +24,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import AtomicCheckpointer
 from ..config import resolve_device
+from ..utils.precision import inference_autocast
 from .amp import trainer_class
 from .ddp import create_ddp_model
 
@@ -50,6 +53,14 @@ def _checkpointer(cfg, model, **kwargs):
     return AtomicCheckpointer(model, cfg.train.output_dir, allow_pickle=allow_pickle, **kwargs)
 
 
+def _build_model(cfg):
+    """``cfg.model`` on ``train.device``, in channels-last order with ``train.channels_last``."""
+    model = instantiate(cfg.model).to(cfg.train.device)
+    if cfg.train.get("channels_last", False):
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
 def _ddp(cfg, model):
     return create_ddp_model(model, cfg.train.device, **cfg.train.ddp)
 
@@ -59,9 +70,10 @@ def do_test(cfg, model):
     evaluator."""
     if "evaluator" not in cfg.dataloader:
         return None
-    results = inference_on_dataset(
-        model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
-    )
+    with inference_autocast(cfg.train.amp.get("test", False), cfg.train.device):
+        results = inference_on_dataset(
+            model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
+        )
     print_csv_format(results)
     return results
 
@@ -73,9 +85,8 @@ def do_train(args, cfg):
     """
     # Chosen (and CPU AMP refused on a CPU without bfloat16) before the model and data are built.
     trainer_cls = trainer_class(cfg.train.amp.enabled, cfg.train.device)
-    model = instantiate(cfg.model)
+    model = _build_model(cfg)
     logger.info(f"Model:\n{model}")
-    model.to(cfg.train.device)
 
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
@@ -110,8 +121,6 @@ def lazy_main(args):
     cfg = setup_lazy(args)
     if not args.eval_only:
         return do_train(args, cfg)
-    model = instantiate(cfg.model)
-    model.to(cfg.train.device)
-    model = _ddp(cfg, model)
+    model = _ddp(cfg, _build_model(cfg))
     _checkpointer(cfg, model).resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     return do_test(cfg, model)

@@ -239,7 +239,9 @@ def lazy_train(cfg: CfgNode) -> Dict[str, Any]:
         init_checkpoint=cfg.MODEL.WEIGHTS,
         init_checkpoint_allow_pickle=cfg.MODEL.WEIGHTS_ALLOW_PICKLE,
         max_iter=cfg.SOLVER.MAX_ITER,
-        amp=dict(enabled=cfg.SOLVER.AMP.ENABLED),
+        # amp.test, channels_last: this project's (TEST.AMP.ENABLED, MODEL.CHANNELS_LAST).
+        amp=dict(enabled=cfg.SOLVER.AMP.ENABLED, test=cfg.TEST.AMP.ENABLED),
+        channels_last=cfg.MODEL.CHANNELS_LAST,
         ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
         checkpointer=dict(period=cfg.SOLVER.CHECKPOINT_PERIOD, max_to_keep=100),
         eval_period=cfg.TEST.EVAL_PERIOD,
