@@ -10,7 +10,7 @@ from detectron2.config import LazyConfig
 
 from ..config import get_dsla_cfg
 
-__all__ = ["get_config", "get_config_file"]
+__all__ = ["get_config", "get_config_file", "resolve_config_file"]
 
 CONFIG_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
@@ -26,6 +26,19 @@ def get_config_file(config_path: str) -> str:
             f"{config_path} is not a DSLA config; the configs are under {CONFIG_ROOT}"
         )
     return path
+
+
+def resolve_config_file(config_file: str) -> str:
+    """
+    The path of a config: an existing file as given, else a config shipped with the package, written
+    either relative to its config tree (``DSLA/dsla_quickstart_shapes.yaml``) or as in the
+    repository (``configs/DSLA/...``).
+    """
+    if os.path.isfile(config_file):
+        return os.path.abspath(config_file)
+    return get_config_file(
+        config_file[len("configs/") :] if config_file.startswith("configs/") else config_file
+    )
 
 
 def get_config(config_path: str, device_fallback: bool = True):

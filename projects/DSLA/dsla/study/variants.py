@@ -6,7 +6,6 @@ time.
 
 import ast
 import math
-import os
 import re
 import shlex
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 import yaml
 
-from ..model_zoo import get_config_file
+from ..model_zoo import resolve_config_file
 
 __all__ = [
     "BUILTIN_VARIANTS",
@@ -31,19 +30,6 @@ __all__ = [
 
 # A variant's name is a directory name of the study's output.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-
-
-def resolve_config_file(config_file: str) -> str:
-    """
-    The path of a config: an existing file as given, else a config shipped with the package, written
-    either relative to its config tree (``DSLA/dsla_quickstart_shapes.yaml``) or as in the
-    repository (``configs/DSLA/...``).
-    """
-    if os.path.isfile(config_file):
-        return os.path.abspath(config_file)
-    return get_config_file(
-        config_file[len("configs/") :] if config_file.startswith("configs/") else config_file
-    )
 
 
 @dataclass(frozen=True)
