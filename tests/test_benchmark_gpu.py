@@ -1,7 +1,6 @@
-"""tools/benchmark.py's parts for the GPU check (amp, step, the batched assignment), run on the CPU
-in quick mode, and the helpers that read the profiler and the synchronization warnings."""
+"""dsla.benchmark's parts for the GPU check (amp, step, the batched assignment), run on the CPU at
+tiny sizes, and the helpers that read the profiler and the synchronization warnings."""
 
-import json
 import os
 import traceback
 from types import SimpleNamespace
@@ -10,31 +9,23 @@ import pytest
 import torch
 from torch.autograd import DeviceType
 
-from tools import benchmark
+from dsla import benchmark
+
+SIZE = (128, 160)
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench") / "benchmark.json"
-    argv = ["--quick", "--devices", "cpu", "--parts", "amp", "step", "--amp-dtypes", "fp32", "bf16"]
-    benchmark.main([*argv, "--output", str(out)])
-    with open(out) as f:
-        return json.load(f)
-
-
-def test_amp_part_times_both_detectors_in_each_precision(report):
-    cases = {(r["mode"], r["batch"], r["amp"]) for r in report["amp"]}
-    modes = ("train", "inference")
-    assert cases == {(m, 1, a) for m in modes for a in ("fp32", "bf16")}
-    for row in report["amp"]:
+def test_amp_part_times_both_detectors_in_each_precision():
+    rows = benchmark.benchmark_amp("cpu", SIZE, [1], [1], ["fp32", "bf16"], reps=1)
+    cases = [(r["mode"], r["batch"], r["amp"]) for r in rows]
+    assert cases == [(m, 1, a) for a in ("fp32", "bf16") for m in ("train", "inference")]
+    for row in rows:
         assert row["DSLA_s"] > 0 and row["FCOS_s"] > 0
         assert row["DSLA/FCOS_time"] == pytest.approx(row["DSLA_s"] / row["FCOS_s"])
 
 
-def test_step_part_times_a_whole_step_and_splits_it_into_stages(report):
-    (row,) = report["step"]
-    assert row["batch"] == 2  # --quick caps --step-batch
-    assert row["step_s"] > 0
+def test_step_part_times_a_whole_step_and_splits_it_into_stages():
+    (row,) = benchmark.profile_training_step("cpu", SIZE, 1, reps=1)
+    assert row["batch"] == 1 and row["step_s"] > 0
     stages = benchmark.STEP_STAGES
     assert all(row[f"{s}_s"] > 0 for s in stages)
     assert row["staged_step_s"] == pytest.approx(sum(row[f"{s}_s"] for s in stages))
@@ -43,7 +34,7 @@ def test_step_part_times_a_whole_step_and_splits_it_into_stages(report):
 
 
 def test_assignment_of_several_images_reports_their_number():
-    (row,) = benchmark.benchmark_assignment("cpu", (128, 160), [10], reps=1, batch_size=3)
+    (row,) = benchmark.benchmark_assignment("cpu", SIZE, [10], reps=1, batch_size=3)
     assert row["batch"] == 3 and row["num_boxes"] == 10 and row["seconds"] > 0
 
 

@@ -25,7 +25,7 @@ LAYERS = [
     },
     {"engine", "model_zoo"},
     # Research tooling: the detector a user imports does not depend on it.
-    {"analysis", "study"},
+    {"analysis", "benchmark", "study"},
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 RESEARCH = LAYERS[-1]
@@ -92,7 +92,8 @@ def test_no_module_imports_a_higher_layer():
 
 
 def test_the_detector_does_not_import_the_research_tooling():
-    # `import dsla` (the package itself) registers the detector: it must not pull in study/analysis.
+    # `import dsla` (the package itself) registers the detector: it must not pull in the research
+    # tooling (study, analysis, benchmark).
     violations = [
         f"{module} imports {target}"
         for module, targets in _graph().items()
@@ -126,3 +127,4 @@ def test_the_walk_sees_the_imports_it_checks():
     assert "dsla.utils.file_io" in graph["dsla.checkpoint.atomic"]
     assert "dsla.data" in graph["dsla"]
     assert "dsla.engine" in graph["dsla.study.runs"]
+    assert "dsla.engine" in graph["dsla.benchmark.speed"]
