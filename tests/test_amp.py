@@ -378,3 +378,17 @@ def test_the_demos_train_in_bfloat16_where_the_cpu_has_it_unless_told_not_to(mon
         with pytest.raises(StopIteration):
             demo.train_and_show(os.path.join(REPO_ROOT, QUICKSTART), "/tmp/unused", "cpu", opts)
         assert seen[-1][4:] == expected
+
+
+@needs_cpu_bfloat16
+def test_the_fcos_baseline_trains_under_cpu_bfloat16_autocast_with_float32_losses():
+    cfg = load_config("configs/FCOS-Baseline/fcos_quickstart_shapes.yaml")
+    model = build_model(cfg).train()
+    image = torch.randint(0, 255, (3, 128, 128), dtype=torch.uint8)
+    inst = Instances((128, 128))
+    inst.gt_boxes = Boxes(torch.tensor([[10.0, 10.0, 60.0, 70.0], [70.0, 20.0, 120.0, 90.0]]))
+    inst.gt_classes = torch.tensor([0, 2])
+    with EventStorage(), torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model([{"image": image, "instances": inst}] * 2)
+    assert set(losses) == {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr"}
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())

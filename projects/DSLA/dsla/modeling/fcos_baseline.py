@@ -104,6 +104,26 @@ class FCOSBaseline(FCOS):
             "bbox_reg_init_bias": cfg.MODEL.FCOS.BBOX_REG_INIT_BIAS,
         }
 
+    def losses(
+        self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, pred_centerness
+    ):
+        """
+        detectron2's FCOS losses, in float32: under autocast (``SOLVER.AMP.ENABLED``) its label
+        and box computations mix the low-precision predictions with float32 targets and fail
+        ("Index put requires the source and destination dtypes match"), so they run outside it,
+        on float32 predictions, as DSLA's losses do.
+        """
+        device_type = pred_logits[0].device.type
+        with torch.autocast(device_type, enabled=False):
+            return super().losses(
+                anchors,
+                [x.float() for x in pred_logits],
+                gt_labels,
+                [x.float() for x in pred_anchor_deltas],
+                gt_boxes,
+                [x.float() for x in pred_centerness],
+            )
+
     @torch.no_grad()
     def match_anchors(self, gt_boxes: Boxes, anchors: List[Boxes]) -> Tensor:
         """
