@@ -75,6 +75,19 @@ def write_voc_xml(path, filename, size, objects):
         )
 
 
+def short_training_opts(output_dir, max_iter, ims_per_batch=2, warmup_iters=1, evaluate=False):
+    """
+    Config overrides of a training run of ``max_iter`` iterations that writes to ``output_dir``:
+    batches of ``ims_per_batch`` images loaded in the main process, ``warmup_iters`` of warmup, and
+    no evaluation unless ``evaluate`` (the config's DATASETS.TEST is then kept).
+    """
+    opts = ["SOLVER.MAX_ITER", str(max_iter), "SOLVER.IMS_PER_BATCH", str(ims_per_batch)]
+    opts += ["SOLVER.WARMUP_ITERS", str(warmup_iters), "DATALOADER.NUM_WORKERS", "0"]
+    if not evaluate:
+        opts += ["DATASETS.TEST", "()"]
+    return [*opts, "OUTPUT_DIR", str(output_dir)]
+
+
 SMALL_SHAPES = {"num_train": 16, "num_val": 4}
 
 

@@ -27,7 +27,7 @@ from dsla.engine import amp
 from dsla.modeling import DSLAProposalGenerator
 from dsla.utils import precision
 
-from conftest import REPO_ROOT, load_config
+from conftest import REPO_ROOT, load_config, short_training_opts
 
 QUICKSTART = "configs/DSLA/dsla_quickstart_shapes.yaml"
 needs_cpu_bfloat16 = pytest.mark.skipif(
@@ -135,18 +135,7 @@ def _train_args(tmp_path, device):
             device,
             "SOLVER.AMP.ENABLED",
             "True",
-            "SOLVER.MAX_ITER",
-            "4",
-            "SOLVER.IMS_PER_BATCH",
-            "4",
-            "SOLVER.WARMUP_ITERS",
-            "1",
-            "DATALOADER.NUM_WORKERS",
-            "0",
-            "DATASETS.TEST",
-            "()",
-            "OUTPUT_DIR",
-            str(tmp_path / "out"),
+            *short_training_opts(tmp_path / "out", 4, ims_per_batch=4),
         ]
     )
 

@@ -22,7 +22,7 @@ from dsla import engine
 from dsla.checkpoint import AtomicCheckpointer, UnsafePickleError, load_state_dict_file
 from dsla.checkpoint.io import RestrictedUnpickler
 
-from conftest import REPO_ROOT, load_config, shapes_env
+from conftest import REPO_ROOT, load_config, shapes_env, short_training_opts
 
 QUICKSTART = os.path.join(REPO_ROOT, "configs/DSLA/dsla_quickstart_shapes.yaml")
 QUICKSTART_LAZY = os.path.join(REPO_ROOT, "configs/DSLA/dsla_quickstart_shapes.py")
@@ -180,18 +180,7 @@ def test_training_resumes_from_its_own_checkpoints_read_as_data(tmp_path, shapes
                 "cpu",
                 "MODEL.WEIGHTS",
                 "",
-                "SOLVER.MAX_ITER",
-                str(max_iter),
-                "SOLVER.IMS_PER_BATCH",
-                "2",
-                "SOLVER.WARMUP_ITERS",
-                "1",
-                "DATALOADER.NUM_WORKERS",
-                "0",
-                "DATASETS.TEST",
-                "()",
-                "OUTPUT_DIR",
-                str(tmp_path / "out"),
+                *short_training_opts(tmp_path / "out", max_iter),
             ]
         )
 

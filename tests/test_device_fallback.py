@@ -14,7 +14,7 @@ import torch
 from dsla import engine, get_dsla_cfg
 from dsla.engine import resolve_device
 
-from conftest import REPO_ROOT, shapes_env
+from conftest import REPO_ROOT, shapes_env, short_training_opts
 
 QUICKSTART = os.path.join(REPO_ROOT, "configs/DSLA/dsla_quickstart_shapes.yaml")
 NO_CUDA = "CUDA is not available"
@@ -55,18 +55,7 @@ def _train_net(shapes_root, out, *extra):
         QUICKSTART,
         "MODEL.DEVICE",
         "cuda",
-        "SOLVER.MAX_ITER",
-        "2",
-        "SOLVER.IMS_PER_BATCH",
-        "2",
-        "SOLVER.WARMUP_ITERS",
-        "1",
-        "DATALOADER.NUM_WORKERS",
-        "0",
-        "DATASETS.TEST",
-        "()",
-        "OUTPUT_DIR",
-        str(out),
+        *short_training_opts(out, 2),
     ]
     return subprocess.run(
         command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300

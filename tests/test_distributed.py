@@ -24,7 +24,7 @@ import dsla.modeling.proposal_generator as proposal_generator
 from dsla.label_assignment import level_points
 from dsla.modeling import DSLAProposalGenerator
 
-from conftest import REPO_ROOT, shapes_env
+from conftest import REPO_ROOT, shapes_env, short_training_opts
 
 WORLD_SIZE = 2
 NUM_IMAGES = 4
@@ -152,16 +152,7 @@ def test_train_net_with_two_processes_on_the_cpu(shapes_root, tmp_path):
             os.path.join(REPO_ROOT, "configs/DSLA/dsla_quickstart_shapes.yaml"),
             "MODEL.DEVICE",
             "cpu",
-            "SOLVER.MAX_ITER",
-            "3",
-            "SOLVER.IMS_PER_BATCH",
-            "4",
-            "SOLVER.WARMUP_ITERS",
-            "1",
-            "DATALOADER.NUM_WORKERS",
-            "0",
-            "OUTPUT_DIR",
-            str(out),
+            *short_training_opts(out, 3, ims_per_batch=4, evaluate=True),
         ],
         cwd=REPO_ROOT,
         env=env,

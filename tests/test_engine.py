@@ -24,7 +24,7 @@ from detectron2.evaluation import (
 from dsla import engine
 from dsla.evaluation import ScoreIoUEvaluator
 
-from conftest import REPO_ROOT, load_config
+from conftest import REPO_ROOT, load_config, short_training_opts
 
 QUICKSTART = "configs/DSLA/dsla_quickstart_shapes.yaml"
 
@@ -108,16 +108,7 @@ def _train_args(tmp_path, *opts):
             "cpu",
             "MODEL.DSLA.SCORE_THRESH_TEST",
             "0.0",
-            "SOLVER.MAX_ITER",
-            "2",
-            "SOLVER.IMS_PER_BATCH",
-            "2",
-            "SOLVER.WARMUP_ITERS",
-            "1",
-            "DATALOADER.NUM_WORKERS",
-            "0",
-            "OUTPUT_DIR",
-            str(tmp_path / "out"),
+            *short_training_opts(tmp_path / "out", 2, evaluate=True),
             *opts,
         ]
     )

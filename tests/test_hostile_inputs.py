@@ -24,7 +24,7 @@ from dsla import engine
 from dsla.data import DSLADatasetMapper
 from dsla.modeling import DSLAProposalGenerator
 
-from conftest import REPO_ROOT, load_config
+from conftest import REPO_ROOT, load_config, short_training_opts
 
 QUICKSTART = "configs/DSLA/dsla_quickstart_shapes.yaml"
 FCOS_CONFIG = "configs/FCOS-Baseline/fcos_R_50_FPN_1x.yaml"
@@ -383,18 +383,7 @@ def test_non_finite_loss_stops_training_with_the_iteration(shapes_root, tmp_path
     monkeypatch.setattr(DSLAProposalGenerator, "losses", nan_at_iteration_3)
     cfg = load_config(
         QUICKSTART,
-        [
-            "SOLVER.MAX_ITER",
-            "6",
-            "SOLVER.IMS_PER_BATCH",
-            "2",
-            "SOLVER.WARMUP_ITERS",
-            "1",
-            "DATALOADER.NUM_WORKERS",
-            "0",
-            "OUTPUT_DIR",
-            str(tmp_path / "out"),
-        ],
+        short_training_opts(tmp_path / "out", 6, evaluate=True),
     )
     trainer = engine.Trainer(cfg)
     trainer.resume_or_load(resume=False)

@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from conftest import REPO_ROOT, shapes_env
+from conftest import REPO_ROOT, shapes_env, short_training_opts
 
 TIMEOUT_S = 240
 
@@ -46,22 +46,11 @@ def test_two_machines_on_one_host_train_the_quick_start(shapes_root, tmp_path):
             os.path.join(REPO_ROOT, "configs/DSLA/dsla_quickstart_shapes.yaml"),
             "MODEL.DEVICE",
             "cuda",
-            "SOLVER.MAX_ITER",
-            "3",
-            "SOLVER.IMS_PER_BATCH",
-            "4",
-            "SOLVER.WARMUP_ITERS",
-            "1",
             "INPUT.MIN_SIZE_TRAIN",
             "(96,)",
             "INPUT.MAX_SIZE_TRAIN",
             "96",
-            "DATALOADER.NUM_WORKERS",
-            "0",
-            "DATASETS.TEST",
-            "()",
-            "OUTPUT_DIR",
-            str(out),
+            *short_training_opts(out, 3, ims_per_batch=4),
         ]
         log = open(tmp_path / f"rank{rank}.log", "w")
         # A session of its own, so that on a timeout the spawned worker is killed with its launcher.

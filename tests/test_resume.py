@@ -22,7 +22,7 @@ import dsla.checkpoint.atomic as atomic
 from dsla import engine
 from dsla.checkpoint import AtomicCheckpointer
 
-from conftest import REPO_ROOT, load_config, shapes_env
+from conftest import REPO_ROOT, load_config, shapes_env, short_training_opts
 
 QUICKSTART = "configs/DSLA/dsla_quickstart_shapes.yaml"
 
@@ -132,20 +132,9 @@ def _train_command(out, *extra):
         os.path.join(REPO_ROOT, QUICKSTART),
         "MODEL.DEVICE",
         "cpu",
-        "SOLVER.MAX_ITER",
-        "30",
         "SOLVER.CHECKPOINT_PERIOD",
         "5",
-        "SOLVER.IMS_PER_BATCH",
-        "4",
-        "SOLVER.WARMUP_ITERS",
-        "5",
-        "DATALOADER.NUM_WORKERS",
-        "0",
-        "DATASETS.TEST",
-        "()",
-        "OUTPUT_DIR",
-        str(out),
+        *short_training_opts(out, 30, ims_per_batch=4, warmup_iters=5),
     ]
 
 

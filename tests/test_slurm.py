@@ -19,7 +19,7 @@ import torch
 from dsla.engine import slurm
 from tools import train_slurm
 
-from conftest import REPO_ROOT, shapes_env
+from conftest import REPO_ROOT, shapes_env, short_training_opts
 
 QUICKSTART = os.path.join(REPO_ROOT, "configs/DSLA/dsla_quickstart_shapes.yaml")
 
@@ -301,24 +301,13 @@ def test_preempted_local_job_is_requeued_resumes_from_its_checkpoint_and_finishe
         "30",
         "--config-file",
         QUICKSTART,
-        "SOLVER.MAX_ITER",
-        str(MAX_ITER),
         "SOLVER.CHECKPOINT_PERIOD",
         str(CHECKPOINT_PERIOD),
-        "SOLVER.IMS_PER_BATCH",
-        "4",
-        "SOLVER.WARMUP_ITERS",
-        "1",
         "INPUT.MIN_SIZE_TRAIN",
         "(64,)",
         "INPUT.MAX_SIZE_TRAIN",
         "64",
-        "DATALOADER.NUM_WORKERS",
-        "0",
-        "DATASETS.TEST",
-        "()",
-        "OUTPUT_DIR",
-        str(out),
+        *short_training_opts(out, MAX_ITER, ims_per_batch=4),
     )
     job = slurm.submit(args)
     deadline = time.monotonic() + TIMEOUT_S

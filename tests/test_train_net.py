@@ -8,7 +8,7 @@ import torch
 
 from dsla.engine import default_argument_parser, main
 
-from conftest import REPO_ROOT, write_coco_dataset
+from conftest import REPO_ROOT, short_training_opts, write_coco_dataset
 
 CONFIGS = ["configs/DSLA/dsla_R_50_FPN_1x.yaml", "configs/DSLA/dsla_quickstart_shapes.yaml"]
 
@@ -43,18 +43,9 @@ def _args(tmp_path, name, config, extra_opts=(), extra_args=()):
         "96",
         "INPUT.MAX_SIZE_TEST",
         "128",
-        "SOLVER.IMS_PER_BATCH",
-        "2",
-        "SOLVER.MAX_ITER",
-        "3",
         "SOLVER.STEPS",
         "(2,)",
-        "SOLVER.WARMUP_ITERS",
-        "1",
-        "DATALOADER.NUM_WORKERS",
-        "0",
-        "OUTPUT_DIR",
-        str(tmp_path / "out"),
+        *short_training_opts(tmp_path / "out", 3, evaluate=True),
         *extra_opts,
     ]
     return default_argument_parser().parse_args(argv)
