@@ -8,6 +8,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 from dsla.data import register_neon_trees
 from tools import trees_demo
@@ -42,33 +43,18 @@ def test_trees_demo_trains_evaluates_per_site_and_writes_the_summary(tmp_path, m
     monkeypatch.setenv("DSLA_TREES_ROOT", str(tmp_path))
     register_neon_trees()
     out = tmp_path / "out"
+    sizes = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "128"]
+    sizes += ["INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128"]
+    common = ["--device", "cpu", "--num-vis", "2", "--no-orthophoto"]
     try:
         trees_demo.main(
-            [
-                "--output",
-                str(out),
-                "--device",
-                "cpu",
-                "--num-vis",
-                "2",
-                "--no-orthophoto",
-                "MODEL.WEIGHTS",
-                "",
-                "SOLVER.MAX_ITER",
-                "2",
-                "SOLVER.IMS_PER_BATCH",
-                "2",
-                "DATALOADER.NUM_WORKERS",
-                "0",
-                "INPUT.MIN_SIZE_TRAIN",
-                "(128,)",
-                "INPUT.MAX_SIZE_TRAIN",
-                "128",
-                "INPUT.MIN_SIZE_TEST",
-                "128",
-                "INPUT.MAX_SIZE_TEST",
-                "128",
-            ]
+            ["--output", str(out), *common, "MODEL.WEIGHTS", "", "SOLVER.MAX_ITER", "2"]
+            + ["SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0", *sizes]
+        )
+        # The trained model again, evaluated and drawn without training.
+        trees_demo.main(
+            ["--output", str(tmp_path / "again"), *common]
+            + ["--weights", str(out / "model_final.pth"), *sizes]
         )
     finally:
         monkeypatch.delenv("DSLA_TREES_ROOT")
@@ -80,3 +66,13 @@ def test_trees_demo_trains_evaluates_per_site_and_writes_the_summary(tmp_path, m
     assert sorted(summary["AP50_by_site"]) == ["OSBS", "SOAP", "YELL"]
     assert (out / "vis" / "contact_sheet.png").is_file()
     assert len(list((out / "vis").glob("*.png"))) == 3
+    assert summary["trained"] is True
+
+    again = json.loads((tmp_path / "again" / "trees_summary.json").read_text())
+    assert again["trained"] is False
+    assert not (tmp_path / "again" / "model_final.pth").exists()
+    assert again["weights"] == str(out / "model_final.pth")
+    for key in ("bbox/AP", "bbox/AP50", "bbox/AP75"):
+        assert again[key] == pytest.approx(summary[key], abs=1e-6, nan_ok=True)
+    assert again["AP50_by_site"] == pytest.approx(summary["AP50_by_site"], nan_ok=True)
+    assert (tmp_path / "again" / "vis" / "contact_sheet.png").is_file()

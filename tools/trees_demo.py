@@ -6,6 +6,7 @@ per site, draw the validation tiles next to their ground truth (one contact shee
 model over a whole 2299x2472 orthophoto in overlapping tiles.
 
     python tools/trees_demo.py [--output output/trees] [--config-file CFG] [KEY VALUE ...]
+    python tools/trees_demo.py --weights model_final.pth   # a trained model: evaluate and draw it
 
 Writes ``OUTPUT/trees_summary.json`` (minutes, ``bbox/AP``, ``bbox/AP50``, ``bbox/AP75``, AP50 per
 site), ``OUTPUT/vis/`` and ``OUTPUT/orthophoto.jpg``.
@@ -41,13 +42,21 @@ def main(argv=None):
     parser.add_argument(
         "--no-orthophoto", action="store_true", help="skip the whole-orthophoto picture"
     )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="a model of the config trained before (e.g. by the study): evaluate and draw it, do "
+        "not train",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     args = parser.parse_args(argv)
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     config = args.config_file or os.path.join(repo, CONFIG)
 
     start = time.perf_counter()
-    result = train_and_show(config, args.output, args.device, args.opts, args.num_vis, THRESHOLD)
+    result = train_and_show(
+        config, args.output, args.device, args.opts, args.num_vis, THRESHOLD, weights=args.weights
+    )
     cfg = result["cfg"]
     per_site = evaluate_datasets(cfg, [f"neon_trees_val_{site.lower()}" for site in SITES])
     result["AP50_by_site"] = {

@@ -31,6 +31,7 @@ def train_and_show(
     num_vis: int = 24,
     threshold: float = 0.3,
     vis_dataset: Optional[str] = None,
+    weights: Optional[str] = None,
 ) -> Dict[str, Any]:
     """
     Train ``config_file`` (with ``KEY VALUE`` ``opts``) into ``output_dir`` through
@@ -38,6 +39,8 @@ def train_and_show(
     test dataset) with the final model into ``output_dir/vis``. On a CPU with bfloat16
     instructions it trains in mixed precision (``SOLVER.AMP.ENABLED True``, which ``opts`` can
     turn off): measured as fast as that and as accurate as float32 (docs/benchmarks.md).
+    With ``weights`` (a trained model of that config) it does not train: it evaluates and draws
+    that model (``train_minutes`` is then the evaluation's).
 
     Returns:
         the last evaluation's metrics (``bbox/AP``, ...) and ``train_minutes`` (training and its
@@ -51,11 +54,17 @@ def train_and_show(
         + (["SOLVER.AMP.ENABLED", "True"] if amp else [])
         + list(opts)
     )
-    main(args)
+    trained = weights is None
+    if trained:
+        main(args)
+        metrics = final_metrics(output_dir)
+        weights = os.path.join(output_dir, "model_final.pth")
+        cfg = get_dsla_cfg(args.config_file, [*args.opts, "MODEL.WEIGHTS", weights])
+    else:
+        cfg = get_dsla_cfg(args.config_file, [*args.opts, "MODEL.WEIGHTS", weights])
+        name = cfg.DATASETS.TEST[0]
+        metrics = {f"bbox/{k}": v for k, v in evaluate_datasets(cfg, [name])[name].items()}
     train_minutes = (time.perf_counter() - start) / 60
-    metrics = final_metrics(output_dir)
-    weights = os.path.join(output_dir, "model_final.pth")
-    cfg = get_dsla_cfg(args.config_file, [*args.opts, "MODEL.WEIGHTS", weights])
     vis_dir = os.path.join(output_dir, "vis")
     _, sheet = visualize_predictions(
         cfg, vis_dataset or cfg.DATASETS.TEST[0], vis_dir, num_vis, threshold=threshold
@@ -65,6 +74,7 @@ def train_and_show(
         "train_minutes": train_minutes,
         "device": device,
         "amp": cfg.SOLVER.AMP.ENABLED,
+        "trained": trained,
         "weights": weights,
         "vis_dir": vis_dir,
         "contact_sheet": sheet,
