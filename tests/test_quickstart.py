@@ -229,3 +229,25 @@ def test_visualize_predictions_tool_writes_pictures_and_a_contact_sheet(trained,
     _assert_readable_pictures_and_contact_sheet(
         tmp_path, ["000000.png", "000001.png", "000002.png"], sheet
     )
+
+
+def test_the_demo_maps_images_in_the_main_process_on_the_cpu_unless_told_otherwise(monkeypatch):
+    seen = []
+
+    def train_and_show(config_file, output_dir, device, opts, *args):
+        seen.append((device, list(opts)))
+        raise StopIteration
+
+    monkeypatch.setattr(quickstart, "train_and_show", train_and_show)
+    for device, opts, expected in (
+        ("cpu", [], ["DATALOADER.NUM_WORKERS", "0"]),
+        (
+            "cpu",
+            ["DATALOADER.NUM_WORKERS", "2"],
+            ["DATALOADER.NUM_WORKERS", "0", "DATALOADER.NUM_WORKERS", "2"],
+        ),
+        ("cuda", [], []),
+    ):
+        with pytest.raises(StopIteration):
+            quickstart.main(["--device", device, *opts])
+        assert seen[-1] == (device, expected)
