@@ -53,7 +53,13 @@ class DSLADetector(ProposalNetwork):
         features = self.backbone(images.tensor)
         if self.training:
             if torch.jit.is_scripting():
-                raise NotImplementedError("A scripted DSLADetector does inference only")
+                # TorchScript compiles nothing after a raise, so the training path (Instances
+                # moved between devices, losses) stays eager-only; a scripted model cannot be
+                # switched to training (its `training` is a constant), so this never runs.
+                raise RuntimeError(
+                    "A scripted DSLADetector runs inference only: call .eval() before scripting "
+                    "it, and train the eager model"
+                )
             if "instances" not in batched_inputs[0]:
                 raise ValueError("DSLA needs 'instances' in its inputs in training")
             gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
