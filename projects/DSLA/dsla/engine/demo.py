@@ -57,11 +57,11 @@ def train_and_show(
     trained = weights is None
     if trained:
         main(args)
-        metrics = final_metrics(output_dir)
         weights = os.path.join(output_dir, "model_final.pth")
-        cfg = get_dsla_cfg(args.config_file, [*args.opts, "MODEL.WEIGHTS", weights])
+    cfg = get_dsla_cfg(args.config_file, [*args.opts, "MODEL.WEIGHTS", weights])
+    if trained:
+        metrics = final_metrics(output_dir)
     else:
-        cfg = get_dsla_cfg(args.config_file, [*args.opts, "MODEL.WEIGHTS", weights])
         name = cfg.DATASETS.TEST[0]
         metrics = {f"bbox/{k}": v for k, v in evaluate_datasets(cfg, [name])[name].items()}
     train_minutes = (time.perf_counter() - start) / 60
