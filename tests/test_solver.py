@@ -6,6 +6,7 @@ from torch import nn
 
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
 
 from dsla import add_dsla_config
 from dsla.layers import ModulatedDeformConv2d
@@ -165,6 +166,30 @@ def test_full_model_clipping_bounds_the_norm_of_all_gradients_together():
     scale = steps[0].flatten()[0] / 3.0
     for s, g in zip(steps, grads):
         torch.testing.assert_close(s, g * scale)
+
+
+def test_full_model_clipping_reports_the_norm_and_the_clipped_steps_to_the_event_storage():
+    cfg = _solver_cfg("SOLVER.BASE_LR", 0.1, "SOLVER.MOMENTUM", 0.0, "SOLVER.WEIGHT_DECAY", 0.0)
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 5.0
+    model = nn.Linear(3, 1, bias=False)
+    optimizer = build_optimizer(cfg, model)
+    # Gradient norms 2 (under the clip), 12 (clipped), 4: one clipped step.
+    norms = []
+    with EventStorage() as storage:
+        for value in (2.0, 12.0, 4.0):
+            model.weight.grad = torch.tensor([[value, 0.0, 0.0]])
+            optimizer.step()
+            norms.append(storage.history("grad_norm").latest())
+            storage.step()
+        assert storage.history("grad_clipped_steps").values()[-1][0] == 1
+    assert norms == pytest.approx([2.0, 12.0, 4.0])
+    # Outside a training loop there is no storage and the step still clips.
+    model.weight.grad = torch.tensor([[30.0, 40.0, 0.0]])
+    before = model.weight.detach().clone()
+    optimizer.step()
+    assert torch.linalg.vector_norm(before - model.weight.detach()) == pytest.approx(0.5)
 
 
 def test_per_parameter_clipping_is_still_detectron2s():

@@ -14,6 +14,7 @@ from torch import nn
 
 from detectron2.config import CfgNode
 from detectron2.solver.build import maybe_add_gradient_clipping, reduce_param_groups
+from detectron2.utils.events import get_event_storage
 
 __all__ = ["build_optimizer", "get_param_groups", "make_optimizer"]
 
@@ -97,7 +98,9 @@ def make_optimizer(
     (lr, momentum, betas, weight_decay, ...). With ``clip_max_norm > 0`` the L2 norm of all
     gradients together is clipped to it before each step, as mmdetection's
     ``grad_clip=dict(max_norm=35, norm_type=2)`` does (detectron2's "norm" clipping clips each
-    parameter on its own).
+    parameter on its own). Inside a trainer the norm before clipping goes to the event storage
+    as ``grad_norm`` (the median of the writers' window, as the losses) and the number of steps
+    clipped so far as ``grad_clipped_steps``, so that a run shows whether the clip ever acted.
     """
     optimizers = {"SGD": torch.optim.SGD, "ADAMW": torch.optim.AdamW}
     if name.upper() not in optimizers:
@@ -106,11 +109,27 @@ def make_optimizer(
     if clip_max_norm > 0:
         all_params = [p for group in optimizer.param_groups for p in group["params"]]
 
+        clipped_steps = 0
+
         def clip_all_gradients(_optimizer, _args, _kwargs):
-            torch.nn.utils.clip_grad_norm_(all_params, clip_max_norm, clip_norm_type)
+            nonlocal clipped_steps
+            norm = float(torch.nn.utils.clip_grad_norm_(all_params, clip_max_norm, clip_norm_type))
+            clipped_steps += norm > clip_max_norm
+            storage = _current_event_storage()
+            if storage is not None:
+                storage.put_scalar("grad_norm", norm)
+                storage.put_scalar("grad_clipped_steps", clipped_steps, smoothing_hint=False)
 
         optimizer.register_step_pre_hook(clip_all_gradients)
     return optimizer
+
+
+def _current_event_storage():
+    """The event storage of the training loop running now, or None outside one."""
+    try:
+        return get_event_storage()
+    except AssertionError:  # detectron2's way of saying there is none
+        return None
 
 
 def param_group_kwargs(cfg: CfgNode) -> Dict[str, Any]:
