@@ -184,6 +184,7 @@ def test_full_model_clipping_reports_the_norm_and_the_clipped_steps_to_the_event
             norms.append(storage.history("grad_norm").latest())
             storage.step()
         assert storage.history("grad_clipped_steps").values()[-1][0] == 1
+        assert [v for v, _ in storage.history("grad_norm_max").values()] == [2.0, 12.0, 12.0]
     assert norms == pytest.approx([2.0, 12.0, 4.0])
     # Outside a training loop there is no storage and the step still clips.
     model.weight.grad = torch.tensor([[30.0, 40.0, 0.0]])

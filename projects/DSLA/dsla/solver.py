@@ -99,8 +99,9 @@ def make_optimizer(
     gradients together is clipped to it before each step, as mmdetection's
     ``grad_clip=dict(max_norm=35, norm_type=2)`` does (detectron2's "norm" clipping clips each
     parameter on its own). Inside a trainer the norm before clipping goes to the event storage
-    as ``grad_norm`` (the median of the writers' window, as the losses) and the number of steps
-    clipped so far as ``grad_clipped_steps``, so that a run shows whether the clip ever acted.
+    as ``grad_norm`` (the median of the writers' window, as the losses), the largest norm so far
+    as ``grad_norm_max`` and the number of steps clipped so far as ``grad_clipped_steps``, so that
+    a run shows whether the clip acted and what it cut (a ``CLIP_VALUE`` such as 1e9 only logs).
     """
     optimizers = {"SGD": torch.optim.SGD, "ADAMW": torch.optim.AdamW}
     if name.upper() not in optimizers:
@@ -109,15 +110,17 @@ def make_optimizer(
     if clip_max_norm > 0:
         all_params = [p for group in optimizer.param_groups for p in group["params"]]
 
-        clipped_steps = 0
+        clipped_steps, max_norm = 0, 0.0
 
         def clip_all_gradients(_optimizer, _args, _kwargs):
-            nonlocal clipped_steps
+            nonlocal clipped_steps, max_norm
             norm = float(torch.nn.utils.clip_grad_norm_(all_params, clip_max_norm, clip_norm_type))
             clipped_steps += norm > clip_max_norm
+            max_norm = max(max_norm, norm)
             storage = _current_event_storage()
             if storage is not None:
                 storage.put_scalar("grad_norm", norm)
+                storage.put_scalar("grad_norm_max", max_norm, smoothing_hint=False)
                 storage.put_scalar("grad_clipped_steps", clipped_steps, smoothing_hint=False)
 
         optimizer.register_step_pre_hook(clip_all_gradients)
