@@ -99,8 +99,9 @@ def make_optimizer(
     gradients together is clipped to it before each step, as mmdetection's
     ``grad_clip=dict(max_norm=35, norm_type=2)`` does (detectron2's "norm" clipping clips each
     parameter on its own). Inside a trainer the norm before clipping goes to the event storage
-    as ``grad_norm`` (the median of the writers' window, as the losses), the largest norm so far
-    as ``grad_norm_max`` and the number of steps clipped so far as ``grad_clipped_steps``, so that
+    as ``grad_norm`` (the median of the writers' window, as the losses), the largest norm since
+    this optimizer was built (a resumed run counts anew) as ``grad_norm_max`` and the number of
+    steps clipped since then as ``grad_clipped_steps``, so that
     a run shows whether the clip acted and what it cut (a ``CLIP_VALUE`` such as 1e9 only logs).
     """
     optimizers = {"SGD": torch.optim.SGD, "ADAMW": torch.optim.AdamW}
