@@ -298,3 +298,22 @@ def test_real_images_baselines_train_with_the_dsla_recipes_solver_and_its_clippi
     optimizer.step()
     total = torch.linalg.vector_norm(torch.cat([model.weight.grad.flatten(), model.bias.grad]))
     assert total == pytest.approx(clip.CLIP_VALUE, rel=1e-4)
+
+
+def test_quickstart_predicts_distances_in_strides_through_a_relu():
+    # The study's choice for the quick start (docs/study.md, "Distance parameterization"): relu of
+    # the scaled raw output, times the level's stride, like detectron2's FCOS; the authors' R-50
+    # exp(scale * raw) in pixels trained worse boxes there (60.6 against 64.4 AP, three seeds).
+    model = build_model(load_config("configs/DSLA/dsla_quickstart_shapes.yaml"))
+    dsla, shapes = model.proposal_generator, model.backbone.output_shape()
+    head = dsla.head
+    assert head.norm_reg_targets
+    with torch.no_grad():
+        head.bbox_pred.weight.zero_()
+        head.bbox_pred.bias.copy_(torch.tensor([-1.0, 0.0, 0.5, 2.0]))
+    features = [torch.randn(1, shapes[f].channels, 4, 5) for f in dsla.in_features]
+    _, distances = head(features)
+    for dist, stride in zip(distances, dsla.strides):
+        # exp would give e^-1, 1, e^0.5 and e^2 pixels at every level.
+        expected = torch.tensor([0.0, 0.0, 0.5, 2.0]) * stride
+        assert torch.allclose(dist[0, :, 2, 3], expected)
