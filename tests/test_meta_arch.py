@@ -162,7 +162,9 @@ def test_each_image_of_a_batch_gets_the_detections_it_gets_alone_in_its_own_size
         alone = [model([x])[0] for x in inputs]
     assert [r["instances"].image_size for r in batched] == [(192, 256), (96, 128)]
     for together, single in zip(batched, alone):
-        assert len(together["instances"]) == 100
+        # Most of the 100 kept: the untrained head's relu distances are 0 at some points, and
+        # detectron2's detector_postprocess drops those empty boxes.
+        assert len(together["instances"]) >= 50
         assert_instances_allclose(together["instances"], single["instances"])
 
 
