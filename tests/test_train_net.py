@@ -82,7 +82,13 @@ def test_train_then_evaluate_a_registered_coco_dataset(tmp_path, config):
     assert again["bbox"]["AP"] == pytest.approx(evaluated[0]["bbox/AP"], nan_ok=True)
     with open(tmp_path / "eval" / results) as f:
         actual = json.load(f)
-    assert len(expected) == 4 * 100 and len(actual) == len(expected)
+    # Up to 100 per image; a barely trained head that predicts distances through a relu (the quick
+    # start) gives a few zero-size boxes, which detector_postprocess drops, so a few may be missing.
+    per_image = {}
+    for d in expected:
+        per_image[d["image_id"]] = per_image.get(d["image_id"], 0) + 1
+    assert len(per_image) == 4 and all(50 <= n <= 100 for n in per_image.values()), per_image
+    assert len(actual) == len(expected)
     for want, got in zip(expected, actual):
         assert (got["image_id"], got["category_id"]) == (want["image_id"], want["category_id"])
         assert got["bbox"] == pytest.approx(want["bbox"], abs=1e-3)
