@@ -86,6 +86,33 @@ def test_losses_match_hand_computation_with_iou_coupling_and_normalizers():
     assert scalars["dsla/mean_y_d"] == pytest.approx(0.65)
 
 
+def test_uniform_box_loss_weighting_counts_every_positive_once():
+    # The hand-made case above with BOX_LOSS_WEIGHTING "uniform": p0 (y_s = 1, IoU 1) and p1
+    # (y_s = 0.5, IoU 0.6) each weigh 1 and the sum is divided by their number, 2 (with "y_s":
+    # 0.5 * -log 0.6 / 1.5). The classification loss does not change.
+    points = [torch.tensor([[16.0, 16.0], [32.0, 16.0], [100.0, 100.0]])]
+    gt = [_instances([[0, 0, 40, 32]], [1])]
+    distances = [torch.tensor([[[16.0, 16, 24, 16], [16, 16, 8, 16], [4, 4, 4, 4]]])]
+    logits = [torch.tensor([[[-1.0, 0.5], [0.2, -0.3], [-2.0, 1.0]]])]
+    losses = {}
+    for weighting in ("y_s", "uniform"):
+        gen = _generator(box_loss_type="iou", box_loss_weighting=weighting)
+        with EventStorage():
+            losses[weighting] = gen.losses(logits, distances, *gen.label_points(points, gt))
+    assert losses["uniform"]["loss_dsla_box"].item() == pytest.approx(
+        (0.0 - math.log(0.6)) / 2, rel=1e-5
+    )
+    assert losses["y_s"]["loss_dsla_box"].item() == pytest.approx(
+        0.5 * -math.log(0.6) / 1.5, rel=1e-5
+    )
+    assert losses["uniform"]["loss_dsla_cls"].item() == losses["y_s"]["loss_dsla_cls"].item()
+
+
+def test_unknown_box_loss_weighting_is_refused_by_name():
+    with pytest.raises(ValueError, match="BOX_LOSS_WEIGHTING 'centerness'"):
+        _generator(box_loss_weighting="centerness")
+
+
 def test_normalizer_is_clamped_at_one_and_iou_only_ablation():
     # One positive p1 (y_s = 0.5) predicted with IoU 0.6: with IOU_ONLY the target is q = 0.6 (not
     # 0.3), and both normalizers (0.6 and 0.5) are clamped to 1.
@@ -226,6 +253,7 @@ NON_DEFAULT = {
     "CLS_LOSS_WEIGHT": 2.0,
     "BOX_LOSS_TYPE": "giou",
     "BOX_LOSS_WEIGHT": 1.5,
+    "BOX_LOSS_WEIGHTING": "uniform",
     "SCORE_THRESH_TEST": 0.2,
     "TOPK_CANDIDATES_TEST": 7,
     "NMS_THRESH_TEST": 0.4,
@@ -280,6 +308,7 @@ def test_every_model_dsla_key_reaches_the_generator_or_the_head():
         "CLS_LOSS_WEIGHT": gen.cls_loss_weight,
         "BOX_LOSS_TYPE": gen.box_loss_type,
         "BOX_LOSS_WEIGHT": gen.box_loss_weight,
+        "BOX_LOSS_WEIGHTING": gen.box_loss_weighting,
         "SCORE_THRESH_TEST": gen.score_thresh_test,
         "TOPK_CANDIDATES_TEST": gen.topk_candidates_test,
         "NMS_THRESH_TEST": gen.nms_thresh_test,

@@ -53,6 +53,9 @@ def add_dsla_config(cfg):
     _C.MODEL.DSLA.CLS_LOSS_WEIGHT = 1.0
     _C.MODEL.DSLA.BOX_LOSS_TYPE = "iou"  # "iou" (-log IoU) or "giou" (1 - GIoU)
     _C.MODEL.DSLA.BOX_LOSS_WEIGHT = 1.0
+    # "y_s" (the paper's): a positive's box loss weighs its static label, normalized by sum(y_s);
+    # "uniform": every positive weighs 1, normalized by their number, as in FCOS (an ablation).
+    _C.MODEL.DSLA.BOX_LOSS_WEIGHTING = "y_s"
 
     # Inference (docs/method.md, "Inference"); detections per image: TEST.DETECTIONS_PER_IMAGE.
     _C.MODEL.DSLA.SCORE_THRESH_TEST = 0.05

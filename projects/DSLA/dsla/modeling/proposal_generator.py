@@ -48,6 +48,7 @@ class DSLAProposalGenerator(nn.Module):
         cls_loss_weight: float = 1.0,
         box_loss_type: str = "iou",
         box_loss_weight: float = 1.0,
+        box_loss_weighting: str = "y_s",
         score_thresh_test: float = 0.05,
         topk_candidates_test: int = 1000,
         nms_thresh_test: float = 0.6,
@@ -71,6 +72,10 @@ class DSLAProposalGenerator(nn.Module):
             qfl_beta: Quality Focal Loss exponent.
             cls_loss_weight, box_loss_weight: loss weights.
             box_loss_type: "iou" or "giou".
+            box_loss_weighting: "y_s" (the paper's): each positive's box loss weighs its static
+                label ``y_s`` and the sum is divided by ``sum(y_s)``; "uniform": each positive
+                weighs 1 and the sum is divided by their number, as in detectron2's FCOS (an
+                ablation).
             score_thresh_test, topk_candidates_test, nms_thresh_test: inference filtering.
             max_detections_per_image: detections kept per image after NMS.
         """
@@ -83,6 +88,11 @@ class DSLAProposalGenerator(nn.Module):
             )
         if box_loss_type not in ("iou", "giou"):
             raise ValueError(f"Unknown box loss type '{box_loss_type}'; expected 'iou' or 'giou'")
+        if box_loss_weighting not in ("y_s", "uniform"):
+            raise ValueError(
+                f"Unknown MODEL.DSLA.BOX_LOSS_WEIGHTING '{box_loss_weighting}'; expected 'y_s' "
+                "or 'uniform'"
+            )
         self.head = head
         self.in_features = list(in_features)
         self.strides = list(strides)
@@ -100,6 +110,7 @@ class DSLAProposalGenerator(nn.Module):
         self.cls_loss_weight = cls_loss_weight
         self.box_loss_type = box_loss_type
         self.box_loss_weight = box_loss_weight
+        self.box_loss_weighting = box_loss_weighting
         self.score_thresh_test = score_thresh_test
         self.topk_candidates_test = topk_candidates_test
         self.nms_thresh_test = nms_thresh_test
@@ -141,6 +152,7 @@ class DSLAProposalGenerator(nn.Module):
             "cls_loss_weight": cfg.MODEL.DSLA.CLS_LOSS_WEIGHT,
             "box_loss_type": cfg.MODEL.DSLA.BOX_LOSS_TYPE,
             "box_loss_weight": cfg.MODEL.DSLA.BOX_LOSS_WEIGHT,
+            "box_loss_weighting": cfg.MODEL.DSLA.BOX_LOSS_WEIGHTING,
             "score_thresh_test": cfg.MODEL.DSLA.SCORE_THRESH_TEST,
             "topk_candidates_test": cfg.MODEL.DSLA.TOPK_CANDIDATES_TEST,
             "nms_thresh_test": cfg.MODEL.DSLA.NMS_THRESH_TEST,
@@ -318,8 +330,8 @@ class DSLAProposalGenerator(nn.Module):
     ) -> Dict[str, Tensor]:
         """
         DSLA losses (paper, section 3.3; ``docs/configuration.md``): Quality Focal Loss against the
-        dynamic label ``y_d`` and the IoU/GIoU loss weighted by ``y_s``, each divided by its label
-        sum averaged over the workers.
+        dynamic label ``y_d`` and the IoU/GIoU loss weighted by ``y_s`` (or uniformly, see
+        ``box_loss_weighting``), each divided by its sum of weights averaged over the workers.
 
         Args:
             logits: one Tensor[N, Hi*Wi, K] per level.
@@ -339,9 +351,11 @@ class DSLAProposalGenerator(nn.Module):
         ious = paired_iou(pred_pos.detach(), target_pos)
         dynamic = dynamic_smooth_labels(static_pos, ious, self.iou_coupling, self.iou_only)
 
-        # Normalizers: sum(y_d) and sum(y_s), averaged over the workers in one all-reduce.
+        box_weights = static_pos if self.box_loss_weighting == "y_s" else torch.ones_like(static_pos)
+        # Normalizers: sum(y_d) and the sum of the box weights, averaged over the workers in one
+        # all-reduce.
         cls_normalizer, box_normalizer = all_reduce_mean(
-            torch.stack([dynamic.sum(), static_pos.sum()])
+            torch.stack([dynamic.sum(), box_weights.sum()])
         ).clamp(min=1.0)
 
         cls_targets = torch.zeros_like(logits)
@@ -352,7 +366,7 @@ class DSLAProposalGenerator(nn.Module):
         box_loss = box_regression_loss(pred_pos, target_pos, self.box_loss_type)
         # The zero term keeps the box branch in the graph when no point is positive: DDP expects a
         # gradient for every parameter.
-        loss_box = (box_loss * static_pos).sum() / box_normalizer + 0.0 * distances.sum()
+        loss_box = (box_loss * box_weights).sum() / box_normalizer + 0.0 * distances.sum()
 
         storage = get_event_storage()
         storage.put_scalar("dsla/num_pos_per_image", pos.sum().item() / max(len(static), 1))
