@@ -351,7 +351,8 @@ class DSLAProposalGenerator(nn.Module):
         ious = paired_iou(pred_pos.detach(), target_pos)
         dynamic = dynamic_smooth_labels(static_pos, ious, self.iou_coupling, self.iou_only)
 
-        box_weights = static_pos if self.box_loss_weighting == "y_s" else torch.ones_like(static_pos)
+        uniform = self.box_loss_weighting == "uniform"
+        box_weights = torch.ones_like(static_pos) if uniform else static_pos
         # Normalizers: sum(y_d) and the sum of the box weights, averaged over the workers in one
         # all-reduce.
         cls_normalizer, box_normalizer = all_reduce_mean(
