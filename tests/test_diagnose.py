@@ -415,6 +415,28 @@ def test_dsla_box_loss_per_positive_is_its_unweighted_box_regression_loss(
     )
 
 
+def test_uniform_box_loss_weighting_is_diagnosed_with_the_weights_training_uses(
+    dsla_model, monkeypatch
+):
+    # With BOX_LOSS_WEIGHTING "uniform" every positive's box loss weighs 1 in training, so the
+    # diagnosis's weighted loss is the plain mean and a bucket's weight share its share of the
+    # positives, not of sum(y_s).
+    pg = dsla_model.proposal_generator
+    monkeypatch.setattr(pg, "box_loss_weighting", "uniform")
+    (probe,), levels = probe_model(dsla_model, [_input(GT_BOXES, GT_CLASSES)])
+    assert len(probe.y_s) > 0 and (probe.y_s < 1).any()
+    torch.testing.assert_close(probe.box_weights, torch.ones_like(probe.y_s))
+    per_gt, per_point = measure_image(probe, len(levels), (64, 64), (64, 64))
+    summary = summarize([per_gt], [per_point], levels, side_edges=[32])
+    everything = summary["buckets"]["all"]
+    assert everything["weighted_box_loss_per_positive"] == pytest.approx(
+        everything["box_loss_per_positive"], rel=1e-6
+    )
+    level_shares = [summary["levels"][name]["box_weight_share"] for name in levels]
+    on_level = [float((probe.pos_level == i).float().mean()) for i in range(len(levels))]
+    assert level_shares == pytest.approx(on_level, rel=1e-6)
+
+
 def test_fcos_box_loss_per_positive_is_detectron2_giou_loss_of_its_decoded_boxes():
     torch.manual_seed(0)
     model = build_model(load_config(FCOS_CONFIG)).eval()

@@ -15,7 +15,7 @@ is its ranking score ``sqrt(classification * centerness)`` and the box loss its 
 decoded boxes.
 """
 
-from typing import Dict, List, NamedTuple, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -70,13 +70,15 @@ class ImageProbe(NamedTuple):
     y_s, y_d, ious, scores: Tensor[P]: static and dynamic label, IoU of the decoded prediction with
         its ground truth, and the model's score for the ground truth's class.
     box_losses: Tensor[P]: the model's box loss of each positive, unweighted (DSLA: its
-        ``box_loss_type``; FCOS: ``1 - GIoU``). Training weights it by ``y_s``.
+        ``box_loss_type``; FCOS: ``1 - GIoU``), before the weight training gives it.
     giou_losses: Tensor[P]: ``1 - GIoU`` of each positive, whatever the model trains with, so that
         two models can be compared on one figure.
     candidate_boxes, candidate_scores, candidate_classes: Tensor[C, 4], Tensor[C], long Tensor[C]:
         the pre-NMS candidates, with the score inference ranks them by.
     detection_boxes, detection_scores, detection_classes: Tensor[D, 4], Tensor[D], long Tensor[D]:
         the final detections.
+    box_weights: Tensor[P] or None: the weight training gives each positive's box loss (DSLA:
+        ``y_s``, or 1 with ``MODEL.DSLA.BOX_LOSS_WEIGHTING "uniform"``; FCOS: 1); None: ``y_s``.
     """
 
     gt_boxes: Tensor
@@ -95,6 +97,7 @@ class ImageProbe(NamedTuple):
     detection_boxes: Tensor
     detection_scores: Tensor
     detection_classes: Tensor
+    box_weights: Optional[Tensor] = None
 
 
 def coco_size_buckets(areas: Tensor) -> Tensor:
@@ -288,6 +291,7 @@ def probe_dsla(model, batched_inputs: List[dict]) -> List[ImageProbe]:
                 det.pred_boxes.tensor,
                 det.scores,
                 det.pred_classes,
+                torch.ones_like(y_s) if pg.box_loss_weighting == "uniform" else y_s,
             )
         )
     return probes
@@ -360,6 +364,7 @@ def probe_fcos(model: FCOSBaseline, batched_inputs: List[dict]) -> List[ImagePro
                 det.pred_boxes.tensor,
                 det.scores,
                 det.pred_classes,
+                ones,
             )
         )
     return probes
@@ -398,7 +403,7 @@ def measure_image(
             candidates), ``top_detection_iou`` and ``best_detection_iou`` (the final detections) of
             :func:`gt_top_and_best_iou`; each [M, ...].
         per_point: ``gt``, ``level``, ``y_s``, ``y_d``, ``iou``, ``score``, ``box_loss``,
-            ``giou_loss`` of each positive; each [P].
+            ``giou_loss``, ``box_weight`` of each positive; each [P].
     """
     gt_boxes = probe.gt_boxes.float()
     widths, heights = gt_boxes[:, 2] - gt_boxes[:, 0], gt_boxes[:, 3] - gt_boxes[:, 1]
@@ -453,6 +458,7 @@ def measure_image(
         "score": probe.scores,
         "box_loss": probe.box_losses,
         "giou_loss": probe.giou_losses,
+        "box_weight": probe.y_s if probe.box_weights is None else probe.box_weights,
     }
     return _to_numpy(per_gt), _to_numpy(per_point)
 
@@ -470,25 +476,27 @@ def _mean(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else float("nan")
 
 
-def _box_loss_summary(points: Dict[str, np.ndarray], on: np.ndarray, total_y_s: float) -> Dict:
+def _box_loss_summary(points: Dict[str, np.ndarray], on: np.ndarray, total_weight: float) -> Dict:
     """
     The box-loss figures of the positive points ``on`` (bool [P]). Training divides the sum of
-    ``y_s * loss`` by the sum of ``y_s`` (FCOS: the sum of the losses by the number of positives),
-    so the weights of all positives add up to one either way; what ``y_s`` changes is how that
-    weight is shared out, which ``box_weight_share`` measures against ``total_y_s`` (the sum over
-    all positives of the diagnosis).
+    ``weight * loss`` by the sum of the weights (DSLA: ``y_s``; FCOS and DSLA's "uniform"
+    weighting: 1 a positive), so the weights of all positives add up to one either way; what the
+    weights change is how that is shared out, which ``box_weight_share`` measures against
+    ``total_weight`` (the sum over all positives of the diagnosis).
     """
-    y_s, loss = points["y_s"][on].astype(np.float64), points["box_loss"][on]
+    weight, loss = points["box_weight"][on].astype(np.float64), points["box_loss"][on]
     return {
         "box_loss_per_positive": _mean(loss),
-        "weighted_box_loss_per_positive": _mean(y_s * loss),
+        "weighted_box_loss_per_positive": _mean(weight * loss),
         "giou_loss_per_positive": _mean(points["giou_loss"][on]),
-        "box_weight_share": float(y_s.sum() / total_y_s) if total_y_s > 0 else float("nan"),
+        "box_weight_share": float(weight.sum() / total_weight)
+        if total_weight > 0
+        else float("nan"),
     }
 
 
 def _bucket_summary(
-    gts: Dict[str, np.ndarray], points: Dict[str, np.ndarray], mask: np.ndarray, total_y_s: float
+    gts: Dict[str, np.ndarray], points: Dict[str, np.ndarray], mask: np.ndarray, total_weight: float
 ) -> Dict:
     num_pos = gts["num_pos"][mask]  # [G, L]
     total = num_pos.sum(axis=1)
@@ -523,7 +531,7 @@ def _bucket_summary(
         # Over all the bucket's ground truths: one without a box (nan) counts as missed, as in AP.
         for threshold in (50, 75):
             summary[f"top_{kind}_iou{threshold}_share"] = _mean(top >= threshold / 100)
-    summary.update(_box_loss_summary(points, on_bucket, total_y_s))
+    summary.update(_box_loss_summary(points, on_bucket, total_weight))
     return summary
 
 
@@ -532,7 +540,7 @@ def _level_summary(
     points: Dict[str, np.ndarray],
     level: int,
     num_images: int,
-    total_y_s: float,
+    total_weight: float,
 ) -> Dict:
     on_level = points["level"] == level
     summary = {
@@ -542,7 +550,7 @@ def _level_summary(
     for key in ("y_s", "y_d", "iou", "score"):
         summary[f"mean_{key}"] = _mean(points[key][on_level])
     summary["pearson_score_iou"] = pearson(points["score"][on_level], points["iou"][on_level])
-    summary.update(_box_loss_summary(points, on_level, total_y_s))
+    summary.update(_box_loss_summary(points, on_level, total_weight))
     return summary
 
 
@@ -576,7 +584,7 @@ def summarize(
     gts = {k: np.concatenate([d[k] for d in per_gt]) for k in per_gt[0]}
     points = {k: np.concatenate([d[k] for d in per_point]) for k in per_point[0]}
     points["gt"] = np.concatenate([d["gt"] + offset for d, offset in zip(per_point, offsets)])
-    total_y_s = float(points["y_s"].astype(np.float64).sum())
+    total_weight = float(points["box_weight"].astype(np.float64).sum())
 
     coco = coco_size_buckets(torch.from_numpy(gts["area"])).numpy()
     masks = {"all": np.ones(len(coco), dtype=bool)}
@@ -587,10 +595,10 @@ def summarize(
         "num_images": len(per_gt),
         "num_gts": int(offsets[-1]),
         "buckets": {
-            name: _bucket_summary(gts, points, mask, total_y_s) for name, mask in masks.items()
+            name: _bucket_summary(gts, points, mask, total_weight) for name, mask in masks.items()
         },
         "levels": {
-            name: _level_summary(gts, points, level, len(per_gt), total_y_s)
+            name: _level_summary(gts, points, level, len(per_gt), total_weight)
             for level, name in enumerate(level_names)
         },
     }

@@ -149,7 +149,7 @@ LOCALIZATION_COLUMNS = (
 )
 BOX_LOSS_COLUMNS = (
     ("box_loss_per_positive", "box loss / pos", False),
-    ("weighted_box_loss_per_positive", "y_s·loss / pos", False),
+    ("weighted_box_loss_per_positive", "weighted loss / pos", False),
     ("giou_loss_per_positive", "GIoU loss / pos", False),
     ("box_weight_share", "box weight", True),
 )
@@ -190,9 +190,10 @@ def format_diagnosis(report: Dict) -> str:
         "best IoU among them, averaged over the ground truths that have one; `≥0.5`, `≥0.75`: the "
         "share of all the bucket's ground truths whose top-scored one reaches that IoU (what AP50 "
         "and AP75 count). Box loss per positive point of the bucket: the model's own (DSLA: "
-        "`MODEL.DSLA.BOX_LOSS_TYPE`; FCOS: 1 - GIoU), unweighted and weighted by y_s as training "
-        "weights it, and 1 - GIoU for every model; `box weight`: the bucket's share of the box "
-        "loss's weight, Σy_s over its positives / Σy_s over all (FCOS: its share of the "
+        "`MODEL.DSLA.BOX_LOSS_TYPE`; FCOS: 1 - GIoU), unweighted and weighted as training "
+        "weights it (DSLA: by y_s, or 1 with `MODEL.DSLA.BOX_LOSS_WEIGHTING uniform`; FCOS: 1), "
+        "and 1 - GIoU for every model; `box weight`: the bucket's share of the box loss's "
+        "weight, the weights over its positives / over all (FCOS, uniform: its share of the "
         "positives).",
     ]
     header = [
