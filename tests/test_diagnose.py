@@ -326,6 +326,7 @@ def _probe(gt_boxes, candidate_boxes, pos_gt, y_s, box_losses, num_levels=1):
         detection_boxes=candidate_boxes,
         detection_scores=scores,
         detection_classes=classes,
+        box_weights=y_s,
     )
 
 

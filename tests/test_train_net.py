@@ -1,5 +1,6 @@
 """train_net.py end to end on a tiny COCO-format dataset written by the test."""
 
+import collections
 import json
 import os
 
@@ -84,9 +85,7 @@ def test_train_then_evaluate_a_registered_coco_dataset(tmp_path, config):
         actual = json.load(f)
     # Up to 100 per image; a barely trained head that predicts distances through a relu (the quick
     # start) gives a few zero-size boxes, which detector_postprocess drops, so a few may be missing.
-    per_image = {}
-    for d in expected:
-        per_image[d["image_id"]] = per_image.get(d["image_id"], 0) + 1
+    per_image = collections.Counter(d["image_id"] for d in expected)
     assert len(per_image) == 4 and all(50 <= n <= 100 for n in per_image.values()), per_image
     assert len(actual) == len(expected)
     for want, got in zip(expected, actual):

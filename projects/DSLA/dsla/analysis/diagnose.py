@@ -15,7 +15,7 @@ is its ranking score ``sqrt(classification * centerness)`` and the box loss its 
 decoded boxes.
 """
 
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -77,8 +77,8 @@ class ImageProbe(NamedTuple):
         the pre-NMS candidates, with the score inference ranks them by.
     detection_boxes, detection_scores, detection_classes: Tensor[D, 4], Tensor[D], long Tensor[D]:
         the final detections.
-    box_weights: Tensor[P] or None: the weight training gives each positive's box loss (DSLA:
-        ``y_s``, or 1 with ``MODEL.DSLA.BOX_LOSS_WEIGHTING "uniform"``; FCOS: 1); None: ``y_s``.
+    box_weights: Tensor[P]: the weight training gives each positive's box loss (DSLA: ``y_s``,
+        or 1 with ``MODEL.DSLA.BOX_LOSS_WEIGHTING "uniform"``; FCOS: 1).
     """
 
     gt_boxes: Tensor
@@ -97,7 +97,7 @@ class ImageProbe(NamedTuple):
     detection_boxes: Tensor
     detection_scores: Tensor
     detection_classes: Tensor
-    box_weights: Optional[Tensor] = None
+    box_weights: Tensor
 
 
 def coco_size_buckets(areas: Tensor) -> Tensor:
@@ -291,7 +291,7 @@ def probe_dsla(model, batched_inputs: List[dict]) -> List[ImageProbe]:
                 det.pred_boxes.tensor,
                 det.scores,
                 det.pred_classes,
-                torch.ones_like(y_s) if pg.box_loss_weighting == "uniform" else y_s,
+                pg.box_loss_weights(y_s),
             )
         )
     return probes
@@ -458,7 +458,7 @@ def measure_image(
         "score": probe.scores,
         "box_loss": probe.box_losses,
         "giou_loss": probe.giou_losses,
-        "box_weight": probe.y_s if probe.box_weights is None else probe.box_weights,
+        "box_weight": probe.box_weights,
     }
     return _to_numpy(per_gt), _to_numpy(per_point)
 

@@ -320,6 +320,14 @@ class DSLAProposalGenerator(nn.Module):
         return torch.zeros(len(instances), dtype=torch.long, device=instances.gt_boxes.device)
 
     @torch.jit.unused
+    def box_loss_weights(self, static_pos: Tensor) -> Tensor:
+        """The weight of each positive's box loss, given its static label ``y_s`` (Tensor[P]):
+        ``y_s`` itself, or 1 with ``box_loss_weighting="uniform"``."""
+        if self.box_loss_weighting == "uniform":
+            return torch.ones_like(static_pos)
+        return static_pos
+
+    @torch.jit.unused
     def losses(
         self,
         logits: List[Tensor],
@@ -351,8 +359,7 @@ class DSLAProposalGenerator(nn.Module):
         ious = paired_iou(pred_pos.detach(), target_pos)
         dynamic = dynamic_smooth_labels(static_pos, ious, self.iou_coupling, self.iou_only)
 
-        uniform = self.box_loss_weighting == "uniform"
-        box_weights = torch.ones_like(static_pos) if uniform else static_pos
+        box_weights = self.box_loss_weights(static_pos)
         # Normalizers: sum(y_d) and the sum of the box weights, averaged over the workers in one
         # all-reduce.
         cls_normalizer, box_normalizer = all_reduce_mean(
